@@ -1,0 +1,205 @@
+"""Run one method from a ``RunConfig`` and stream metric events through a callback.
+
+This is the single entry point the CLI, the dashboard's worker and the bench share.
+Events are plain JSON-serialisable dicts with an ``event`` key:
+
+- ``{"event": "step", "phase": "train", "step", "support_loss", "query_loss", "query_accuracy", "lr", "elapsed"}``
+- ``{"event": "step", "phase": "inner", "step", "inner_step", "support_loss", ...}``
+- ``{"event": "validation", "step", "query_accuracy", "ci95"}``
+- ``{"event": "attention", "step", "tokens", "attentions"}`` (layers × heads × S × S, nested lists)
+- ``{"event": "progress", "stage", "done", "total"}``
+- ``{"event": "evaluation", "mean_accuracy", "ci95", "episodes", ...}``
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metanlp.data.episodes import EpisodeSampler, load_episodes
+from metanlp.data.registry import examples_for_split, load_dataset
+from metanlp.data.types import Episode, TextDataset
+from metanlp.device import resolve_device
+from metanlp.encoders import Encoder, build_encoder
+from metanlp.engine.config import ConfigError, RunConfig
+from metanlp.evaluation import EvaluationResult, evaluate
+from metanlp.methods.base import Method
+from metanlp.methods.registry import create_method
+
+EventCallback = Callable[[dict], None]
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when ``should_stop`` turns true."""
+
+
+@dataclass
+class RunResult:
+    method: Method
+    evaluation: EvaluationResult | None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_run_dataset(config: RunConfig) -> tuple[TextDataset, list[str]]:
+    """The dataset a config names (built-in, or the user's file); returns (dataset, warnings)."""
+    if config.dataset == "user":
+        from metanlp.data.user_data import load_user_dataset
+
+        return load_user_dataset(Path(config.data_file), **config.data_options)
+    return load_dataset(config.dataset, config.split_id), []
+
+
+def make_sampler(dataset: TextDataset, split: str, config: RunConfig, seed: int) -> EpisodeSampler:
+    return EpisodeSampler.from_examples(
+        examples_for_split(dataset, split), config.n_way, config.k_shot, config.n_query, seed=seed, split=split
+    )
+
+
+def evaluation_episodes(dataset: TextDataset, config: RunConfig) -> list[Episode]:
+    """The fixed test episodes: from a file, or seeded by ``eval_seed`` alone (not by method or seed)."""
+    if config.episodes_file:
+        episodes, _ = load_episodes(config.episodes_file)
+        return episodes
+    return make_sampler(dataset, "test", config, config.eval_seed).take(config.eval_episodes)
+
+
+class EncoderPool:
+    """Keeps loaded encoders warm and hands out fresh copies, so runs never share weights."""
+
+    def __init__(self) -> None:
+        self._pristine: dict[str, Encoder] = {}
+
+    def get(self, name: str, options: dict, seed: int) -> Encoder:
+        if name == "scratch":  # cheap, and its initial weights must follow the run's seed
+            torch.manual_seed(seed)
+            return build_encoder(name, **options)
+        key = repr((name, sorted(options.items())))
+        if key not in self._pristine:
+            self._pristine[key] = build_encoder(name, **options)
+        return copy.deepcopy(self._pristine[key])
+
+
+_DEFAULT_POOL = EncoderPool()
+
+
+def inner_step_events(step: int, metrics: dict) -> list[dict]:
+    """Turn a train step's ``inner_support_losses`` / ``inner_query_losses`` lists into events.
+
+    Methods with an inner loop (MAML, the LSTM meta-learner, ...) return those lists, one
+    value per inner step (averaged over the meta-batch); they are removed from ``metrics``.
+    """
+    support = metrics.pop("inner_support_losses", None) or []
+    query = metrics.pop("inner_query_losses", None) or []
+    events = []
+    for index in range(max(len(support), len(query))):
+        event = {"event": "step", "phase": "inner", "step": step, "inner_step": index + 1}
+        if index < len(support):
+            event["support_loss"] = float(support[index])
+        if index < len(query):
+            event["query_loss"] = float(query[index])
+        events.append(event)
+    return events
+
+
+def _attention_event(method: Method, text: str, step: int) -> dict:
+    maps = method.encoder.attention_maps(text)
+    return {
+        "event": "attention",
+        "step": step,
+        "tokens": maps.tokens,
+        "attentions": maps.attentions.numpy().round(4).tolist(),
+    }
+
+
+def run_training(
+    config: RunConfig,
+    on_event: EventCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    encoder_pool: EncoderPool | None = None,
+) -> RunResult:
+    """Meta-train (or train) ``config.method`` on meta-train classes, then evaluate on meta-test."""
+    config.validate()
+    emit = on_event or (lambda event: None)
+    stop = should_stop or (lambda: False)
+    started = time.perf_counter()
+    history: list[dict] = []
+
+    def record(event: dict) -> None:
+        if event["event"] in ("step", "validation"):
+            history.append(event)
+        emit(event)
+
+    def check_stop() -> None:
+        if stop():
+            raise RunCancelled("run cancelled")
+
+    device = resolve_device(config.device)
+    dataset, warnings = load_run_dataset(config)
+    for warning in warnings:
+        emit({"event": "warning", "message": warning})
+    seed_everything(config.seed)
+    train_sampler = make_sampler(dataset, "train", config, config.seed) if config.train_steps else None
+    test_episodes = evaluation_episodes(dataset, config)
+    val_episodes: list[Episode] = []
+    if config.eval_every and examples_for_split(dataset, "val"):
+        val_episodes = make_sampler(dataset, "val", config, config.eval_seed + 1).take(config.val_episodes)
+
+    encoder = (encoder_pool or _DEFAULT_POOL).get(config.encoder, config.encoder_options, config.seed)
+    seed_everything(config.seed)
+    try:
+        method = create_method(config.method, encoder, config.method_options).to(device)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.attention_text:
+        emit(_attention_event(method, config.attention_text, 0))
+
+    steps = config.train_steps if method.learns_across_tasks else 0
+    for step in range(1, steps + 1):
+        check_stop()
+        metrics = method.train_step(train_sampler.sample())
+        for inner_event in inner_step_events(step, metrics):
+            record(inner_event)
+        lr = method.optimizer().param_groups[0]["lr"] if method.trainable_parameters() else 0.0
+        record({
+            "event": "step",
+            "phase": "train",
+            "step": step,
+            **metrics,
+            "lr": lr,
+            "elapsed": time.perf_counter() - started,
+        })
+        emit({"event": "progress", "stage": "train", "done": step, "total": steps})
+        if val_episodes and step % config.eval_every == 0:
+            result = evaluate(method, val_episodes, should_stop=stop)
+            record({"event": "validation", "step": step, "query_accuracy": result.mean_accuracy, "ci95": result.ci95})
+        if config.attention_text and config.attention_every and step % config.attention_every == 0:
+            emit(_attention_event(method, config.attention_text, step))
+
+    if config.attention_text and steps and not (config.attention_every and steps % config.attention_every == 0):
+        emit(_attention_event(method, config.attention_text, steps))
+
+    evaluation = None
+    if test_episodes:
+        total = len(test_episodes)
+
+        def on_episode(index: int, _record: dict) -> None:
+            emit({"event": "progress", "stage": "evaluate", "done": index + 1, "total": total})
+
+        evaluation = evaluate(method, test_episodes, on_episode=on_episode, should_stop=stop)
+        check_stop()
+        emit({"event": "evaluation", **evaluation.to_dict(include_episodes=False)})
+    return RunResult(method=method, evaluation=evaluation, history=history, seconds=time.perf_counter() - started)

@@ -1,0 +1,26 @@
+"""Methods: one ``Method`` interface and a registry of transfer and meta-learning methods."""
+
+from metanlp.methods.base import REQUIRED_METRICS, Method, MethodCard, TaskModel
+from metanlp.methods.options import OptionError
+from metanlp.methods.registry import (
+    create_method,
+    default_options,
+    get_method_class,
+    method_cards,
+    method_names,
+    register_method,
+)
+
+__all__ = [
+    "REQUIRED_METRICS",
+    "Method",
+    "MethodCard",
+    "OptionError",
+    "TaskModel",
+    "create_method",
+    "default_options",
+    "get_method_class",
+    "method_cards",
+    "method_names",
+    "register_method",
+]

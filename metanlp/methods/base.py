@@ -1,0 +1,160 @@
+"""The one interface every transfer-learning and meta-learning method implements.
+
+A method learns across tasks (``train_step``), adapts to one task's support set
+(``adapt`` → a ``TaskModel``) and predicts on its queries. It never picks a device
+(the engine calls ``.to(device)``), never writes files (the engine saves ``state_dict``)
+and never imports Streamlit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metanlp.data.types import Episode
+from metanlp.encoders import EmbeddingCache, Encoder
+from metanlp.methods.options import check_choice, check_range
+
+Metrics = dict[str, float]
+InnerStepCallback = Callable[[Metrics], None]
+REQUIRED_METRICS = ("support_loss", "query_loss", "query_accuracy")
+FINETUNE_MODES = ("frozen", "top", "full")
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What the dashboard and CLI show about a method."""
+
+    name: str  # registry key, e.g. "protonet"
+    title: str  # e.g. "Prototypical Networks"
+    family: str  # "meta-learning", "transfer learning" or "baseline"
+    summary: str  # one or two sentences: what it does
+    formula: str  # LaTeX of its key equation
+    paper: str  # citation
+    paper_url: str = ""
+
+
+@dataclass
+class EncoderOptions:
+    """Which encoder layers a method trains: frozen, the top ``top_k`` layers, or all."""
+
+    finetune: str = "frozen"
+    top_k: int = 1
+
+    def validate(self) -> None:
+        check_choice("finetune", self.finetune, FINETUNE_MODES)
+        check_range("top_k", self.top_k, 1, 48)
+
+
+class TaskModel(ABC):
+    """A model adapted to one task; classes are the task's 0..N-1."""
+
+    @abstractmethod
+    def predict_logits(self, texts: list[str]) -> torch.Tensor:
+        """Unnormalised class scores (len(texts), N)."""
+
+    def predict_proba(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(self.predict_logits(texts).float(), dim=-1)
+
+
+@dataclass
+class InnerLoopLog:
+    """Per-inner-step metrics collected during adaptation (also streamed by callback)."""
+
+    steps: list[Metrics] = field(default_factory=list)
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Cross-entropy (a tensor, for backprop) and accuracy (a float in [0, 1])."""
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(-1) == labels).float().mean().item() if len(labels) else float("nan")
+    return loss, accuracy
+
+
+def label_tensor(labels: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(labels, dtype=torch.long, device=device)
+
+
+class Method(nn.Module, ABC):
+    """Base class: subclasses set ``card`` and ``Options`` and implement the abstract methods.
+
+    ``Options`` is a dataclass whose fields (with defaults) are the method's settings;
+    ``validate()`` on it raises ``OptionError`` for bad values.
+    """
+
+    card: ClassVar[MethodCard]
+    Options: ClassVar[type]
+    #: True when ``train_step`` improves the method across tasks; False for methods that
+    #: only adapt per task (the engine then skips meta-training).
+    learns_across_tasks: ClassVar[bool] = True
+
+    def __init__(self, encoder: Encoder, options: Any) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.options = options
+        self._cache: EmbeddingCache | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    # ----- features -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    def configure_encoder(self, finetune: str, top_k: int) -> None:
+        """Apply a fine-tuning mode to the encoder (frozen / top-k layers / full)."""
+        self.encoder.set_trainable_layers({"frozen": 0, "top": top_k, "full": None}[finetune])
+
+    def features(self, texts: list[str]) -> torch.Tensor:
+        """Sentence embeddings; memoised while the encoder is frozen (the fast path)."""
+        if self.encoder.is_frozen():
+            if self._cache is None or self._cache.encoder is not self.encoder:
+                self._cache = EmbeddingCache(self.encoder)
+            return self._cache.embed(texts)
+        self._cache = None
+        return self.encoder.embed(texts)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [parameter for parameter in self.parameters() if parameter.requires_grad]
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The outer-loop optimiser, made on first use (after the engine moved the method)."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(
+                self.trainable_parameters(), lr=self.options.lr, weight_decay=getattr(self.options, "weight_decay", 0.0)
+            )
+        return self._optimizer
+
+    # ----- the contract -----------------------------------------------------------------
+    @abstractmethod
+    def train_step(self, episode: Episode) -> Metrics:
+        """One learning step across tasks; returns at least ``REQUIRED_METRICS``."""
+
+    @abstractmethod
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        """Adapt to ``episode``'s support set only.
+
+        Query labels, when present, may be used for *reporting* query loss per inner step
+        (under no_grad), never for learning.
+        """
+
+    def evaluate_episode(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> Metrics:
+        """Adapt on the support set, then score the queries."""
+        task_model = self.adapt(episode, on_inner_step)
+        with torch.no_grad():
+            logits = task_model.predict_logits(episode.query_texts).float()
+            loss, accuracy = classification_metrics(logits, label_tensor(episode.query_labels, logits.device))
+        return {"query_loss": loss.item(), "query_accuracy": accuracy}
+
+    def extra_state_config(self) -> dict:
+        """JSON-serialisable facts needed to rebuild this method (besides options)."""
+        return {}
+
+    def load_extra_state_config(self, config: dict) -> None:
+        """Inverse of ``extra_state_config``; called before ``load_state_dict``."""

@@ -1,0 +1,137 @@
+"""Prototypical Networks (Snell et al. 2017): classify by distance to class means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metanlp.data.types import Episode
+from metanlp.encoders import Encoder
+from metanlp.methods.base import (
+    EncoderOptions,
+    InnerStepCallback,
+    Method,
+    MethodCard,
+    Metrics,
+    TaskModel,
+    classification_metrics,
+    label_tensor,
+)
+from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.registry import register_method
+
+DISTANCES = ("euclidean", "cosine")
+
+
+def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Mean embedding of each class: (S, H), (S,) → (N, H)."""
+    one_hot = nn.functional.one_hot(labels, n_way).to(embeddings.dtype)  # (S, N)
+    return (one_hot.T @ embeddings) / one_hot.sum(0).clamp(min=1.0)[:, None]
+
+
+def prototype_logits(
+    queries: torch.Tensor, prototypes: torch.Tensor, distance: str, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """Negative squared Euclidean distance, or scaled cosine similarity: (Q, H), (N, H) → (Q, N)."""
+    if distance == "euclidean":
+        return -scale * torch.cdist(queries, prototypes).pow(2)
+    queries = nn.functional.normalize(queries, dim=-1)
+    prototypes = nn.functional.normalize(prototypes, dim=-1)
+    return scale * queries @ prototypes.T
+
+
+@dataclass
+class ProtoNetOptions(EncoderOptions):
+    distance: str = "euclidean"
+    lr: float = 1e-4
+    scale: float = 1.0  # logit temperature; learned during meta-training
+    learn_scale: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("distance", self.distance, DISTANCES)
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("scale", self.scale, 1e-3, 1e3)
+
+
+class PrototypeTaskModel(TaskModel):
+    def __init__(self, method: ProtoNet, prototypes: torch.Tensor) -> None:
+        self.method = method
+        self.prototypes = prototypes
+
+    def predict_logits(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.method.logits(self.method.features(texts), self.prototypes)
+
+
+@register_method
+class ProtoNet(Method):
+    card = MethodCard(
+        name="protonet",
+        title="Prototypical Networks",
+        family="meta-learning",
+        summary=(
+            "Embeds the support set, averages each class into a prototype, and labels a query by "
+            "its nearest prototype. Meta-training shapes the embedding so that this works on new classes."
+        ),
+        formula=r"c_k=\frac{1}{|S_k|}\sum_{x_i\in S_k} f_\phi(x_i),\quad "
+        r"p(y=k\mid x)=\frac{\exp(-d(f_\phi(x),c_k))}{\sum_{k'}\exp(-d(f_\phi(x),c_{k'}))}",
+        paper="Snell, Swersky, Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017.",
+        paper_url="https://arxiv.org/abs/1703.05175",
+    )
+    Options = ProtoNetOptions
+
+    def __init__(self, encoder: Encoder, options: ProtoNetOptions) -> None:
+        super().__init__(encoder, options)
+        self.configure_encoder(options.finetune, options.top_k)
+        # Log-scale keeps the temperature positive while it is learned.
+        self.log_scale = nn.Parameter(torch.tensor(float(options.scale)).log(), requires_grad=options.learn_scale)
+
+    def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return prototype_logits(queries, prototypes, self.options.distance, self.log_scale.exp())
+
+    def train_step(self, episode: Episode) -> Metrics:
+        self.train()
+        n_support = len(episode.support_texts)
+        embeddings = self.features(episode.support_texts + episode.query_texts)
+        support, queries = embeddings[:n_support], embeddings[n_support:]
+        support_labels = label_tensor(episode.support_labels, support.device)
+        query_labels = label_tensor(episode.query_labels, support.device)
+        prototypes = class_prototypes(support, support_labels, episode.n_way)
+        query_loss, query_accuracy = classification_metrics(self.logits(queries, prototypes), query_labels)
+        if self.trainable_parameters():
+            optimizer = self.optimizer()
+            optimizer.zero_grad()
+            query_loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            support_loss, support_accuracy = classification_metrics(
+                self.logits(support, prototypes), support_labels
+            )
+        return {
+            "support_loss": support_loss.item(),
+            "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(),
+            "query_accuracy": query_accuracy,
+            "scale": self.log_scale.exp().item(),
+        }
+
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        self.eval()
+        with torch.no_grad():
+            support = self.features(episode.support_texts)
+            labels = label_tensor(episode.support_labels, support.device)
+            prototypes = class_prototypes(support, labels, episode.n_way)
+            if on_inner_step is not None:  # one "step": computing the prototypes
+                support_loss, _ = classification_metrics(self.logits(support, prototypes), labels)
+                metrics = {"inner_step": 1, "support_loss": support_loss.item()}
+                if episode.query_texts:
+                    logits = self.logits(self.features(episode.query_texts), prototypes)
+                    loss, accuracy = classification_metrics(
+                        logits, label_tensor(episode.query_labels, logits.device)
+                    )
+                    metrics.update(query_loss=loss.item(), query_accuracy=accuracy)
+                on_inner_step(metrics)
+        return PrototypeTaskModel(self, prototypes)

@@ -1,0 +1,66 @@
+"""Method registry: a new method is one module plus one ``@register_method`` line."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+
+from metanlp.encoders import Encoder
+from metanlp.methods.base import Method, MethodCard
+from metanlp.methods.options import OptionError, build_options
+
+_METHODS: dict[str, type[Method]] = {}
+
+# Modules of this package that hold no method; every other module is imported (lazily, so
+# `import metanlp` stays light) and registers its methods itself.
+_NOT_METHOD_MODULES = {"base", "options", "registry"}
+
+
+def register_method(method_class: type[Method]) -> type[Method]:
+    """Class decorator: make a method available under ``method_class.card.name``."""
+    name = method_class.card.name
+    if name in _METHODS and _METHODS[name] is not method_class:
+        raise ValueError(f"a method named {name!r} is already registered")
+    _METHODS[name] = method_class
+    return method_class
+
+
+def _load_builtin_methods() -> None:
+    import metanlp.methods as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_METHOD_MODULES and not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def method_names() -> list[str]:
+    _load_builtin_methods()
+    return list(_METHODS)
+
+
+def method_cards() -> list[MethodCard]:
+    _load_builtin_methods()
+    return [method_class.card for method_class in _METHODS.values()]
+
+
+def get_method_class(name: str) -> type[Method]:
+    _load_builtin_methods()
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, list(_METHODS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise OptionError(f"unknown method {name!r}{hint}; available: {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def default_options(name: str) -> dict:
+    """The method's options with their defaults, as a plain dictionary."""
+    import dataclasses
+
+    return dataclasses.asdict(get_method_class(name).Options())
+
+
+def create_method(name: str, encoder: Encoder, options: dict | None = None) -> Method:
+    """Build a registered method on ``encoder`` with validated ``options``."""
+    method_class = get_method_class(name)
+    return method_class(encoder, build_options(method_class.Options, options))

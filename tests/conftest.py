@@ -1,0 +1,38 @@
+"""Shared fixtures: small real episodes and a tiny from-scratch encoder keep tests fast."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores: one thread per process keeps parallel test workers and the browser test calm.
+torch.set_num_threads(int(os.environ.get("METANLP_TEST_THREADS", "2")))
+
+TINY_ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "feedforward_size": 64, "max_length": 24}
+
+
+@pytest.fixture()
+def tiny_encoder():
+    from metanlp.encoders import build_encoder
+
+    torch.manual_seed(0)
+    return build_encoder("scratch", **TINY_ENCODER)
+
+
+@pytest.fixture(scope="session")
+def clinc_dataset():
+    from metanlp.data.registry import load_dataset
+
+    return load_dataset("clinc150")
+
+
+@pytest.fixture()
+def clinc_episodes(clinc_dataset):
+    """Three 3-way 2-shot episodes with 3 queries per class from CLINC150's meta-train classes."""
+    from metanlp.data.episodes import EpisodeSampler
+    from metanlp.data.registry import examples_for_split
+
+    sampler = EpisodeSampler.from_examples(examples_for_split(clinc_dataset, "train"), 3, 2, 3, seed=0)
+    return sampler.take(3)
