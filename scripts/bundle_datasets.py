@@ -55,7 +55,9 @@ class Bundle:
 # ---------------------------------------------------------------- helpers
 
 
-def seeded_class_split(labels: list[str], sizes: tuple[int, int, int], seed: int = SEED) -> dict[str, list[str]]:
+def seeded_class_split(
+    labels: list[str], sizes: tuple[int, int, int], seed: int = SEED
+) -> dict[str, list[str]]:
     """Shuffle the sorted label names with a fixed seed and cut them into train/val/test blocks."""
     shuffled = sorted(set(labels))
     assert sum(sizes) == len(shuffled), (sizes, len(shuffled))
@@ -128,8 +130,10 @@ def per_class_example_split(rows: list[dict], train_fraction: float, seed: int =
 
 
 def format_class_split(class_splits: dict[str, list[str]]) -> str:
-    return "\n".join(f"- {split} ({len(class_splits[split])}): {', '.join(class_splits[split]) or '(none)'}"
-                     for split in SPLITS)
+    return "\n".join(
+        f"- {split} ({len(class_splits[split])}): {', '.join(class_splits[split]) or '(none)'}"
+        for split in SPLITS
+    )
 
 
 # ---------------------------------------------------------------- one builder per dataset
@@ -137,7 +141,9 @@ def format_class_split(class_splits: dict[str, list[str]]) -> str:
 
 def build_clinc150(raw: Path) -> Bundle:
     data = json.loads((raw / "clinc150/data_full.json").read_text(encoding="utf-8"))
-    rows = [{"text": text, "label": intent} for part in ("train", "val", "test") for text, intent in data[part]]
+    rows = [
+        {"text": text, "label": intent} for part in ("train", "val", "test") for text, intent in data[part]
+    ]
     splits = protaugment_splits(raw / "clinc150/class_splits_protaugment.json")
     return Bundle(
         name="clinc150",
@@ -220,9 +226,14 @@ BAO_ORIGIN = """\
 
 def build_huffpost(raw: Path) -> Bundle:
     names, splits = bao_split(raw, "huffpost")
-    rows = [{"text": r["raw"], "label": names[str(r["label"])]} for r in read_jsonl_gz(raw / "bao2020/huffpost.json.gz")]
-    copy = ("GitHub `ws-jiang/MetaPrompter_public` at commit `dea17d573a5eb4f31b3366ba1fe88b1beb865c50`, "
-            "file `data/huffpost.json` (that repository has no licence file)")
+    rows = [
+        {"text": r["raw"], "label": names[str(r["label"])]}
+        for r in read_jsonl_gz(raw / "bao2020/huffpost.json.gz")
+    ]
+    copy = (
+        "GitHub `ws-jiang/MetaPrompter_public` at commit `dea17d573a5eb4f31b3366ba1fe88b1beb865c50`, "
+        "file `data/huffpost.json` (that repository has no licence file)"
+    )
     return Bundle(
         name="huffpost",
         rows=rows,
@@ -233,7 +244,9 @@ def build_huffpost(raw: Path) -> Bundle:
         source="Misra 2018 (HuffPost News Category); class split from Bao et al., ICLR 2020",
         licence="Not stated in the copy repository we used (no licence file)",
         split_note="Class-disjoint split of Bao et al. 2020: ids 0-19 train, 20-24 val, 25-40 test (20/5/16).",
-        provenance="## Origin\n" + BAO_ORIGIN.format(copy=copy, ids="0-19 train, 20-24 val, 25-40 test") + """
+        provenance="## Origin\n"
+        + BAO_ORIGIN.format(copy=copy, ids="0-19 train, 20-24 val, 25-40 test")
+        + """
 ## What we did
 - Text is the `raw` field unchanged: headlines that are already lower-cased and split into space-separated
   tokens (e.g. `'s` detached).
@@ -258,8 +271,10 @@ def build_reuters(raw: Path) -> Bundle:
     for r in read_jsonl_gz(raw / "bao2020/reuters.json.gz"):
         words = r["raw"].split()
         rows.append({"text": " ".join(words[:REUTERS_MAX_WORDS]), "label": names[str(r["label"])]})
-    copy = ("GitHub `xport456a547/fsnopretrain` at commit `c2acf6c1b43a80fb66df9c1f658620b9d4ceaef9`, "
-            "file `data/reuters.json` (that repository has no licence file)")
+    copy = (
+        "GitHub `xport456a547/fsnopretrain` at commit `c2acf6c1b43a80fb66df9c1f658620b9d4ceaef9`, "
+        "file `data/reuters.json` (that repository has no licence file)"
+    )
     return Bundle(
         name="reuters",
         rows=rows,
@@ -270,7 +285,9 @@ def build_reuters(raw: Path) -> Bundle:
         source="Reuters-21578 (Lewis, UCI KDD archive); class split from Bao et al., ICLR 2020",
         licence="Not stated in the copy repository; Reuters-21578 is distributed for research purposes",
         split_note="Class-disjoint split of Bao et al. 2020: ids 0-14 train, 15-19 val, 20-30 test (15/5/11).",
-        provenance="## Origin\n" + BAO_ORIGIN.format(copy=copy, ids="0-14 train, 15-19 val, 20-30 test") + """
+        provenance="## Origin\n"
+        + BAO_ORIGIN.format(copy=copy, ids="0-14 train, 15-19 val, 20-30 test")
+        + """
 - Label names: the `semantic_label` field of `Dousia/MetaPrompting` at commit
   `7ba0c8eda25261c2ac4b7afb60d3d30bb6298de8`, `data/reuters.json`, matched to all 620 texts.
 
@@ -421,7 +438,9 @@ itself is offered by its authors for research and non-commercial use.
 - Repaired HTML entities whose `&` was lost in the copy (` quot;`, `#39;`, `#36;` -> `"`, `'`, `$`), decoded
   the rest (`&lt;` -> `<`), turned the `\\` line-break marks into spaces and collapsed whitespace.
 - Labels unchanged: World, Sports, Business, Sci/Tech.
-""" + SHARED_CLASS_NOTE.format(n=4, how="80% `train` / 20% `test` within each class, seed 0") + """
+"""
+        + SHARED_CLASS_NOTE.format(n=4, how="80% `train` / 20% `test` within each class, seed 0")
+        + """
 ## Cite
 Zhang, Zhao, LeCun, "Character-level Convolutional Networks for Text Classification", NeurIPS 2015.
 """,
@@ -436,7 +455,9 @@ def _read_sst2(path: Path) -> list[tuple[str, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         lines = handle.read().splitlines()[1:]  # skip the "sentence<TAB>label" header
-    return [(clean_whitespace(t), SST2_LABELS[lab]) for t, lab in (line.rsplit("\t", 1) for line in lines if line)]
+    return [
+        (clean_whitespace(t), SST2_LABELS[lab]) for t, lab in (line.rsplit("\t", 1) for line in lines if line)
+    ]
 
 
 def build_sst2(raw: Path) -> Bundle:
@@ -466,7 +487,11 @@ and `data/SST-2/test.tsv`. In that repository train = part of GLUE SST-2 train a
 - `train` split: 2,000 phrases sampled from `train.tsv` with `random.Random(0)`.
 - Labels 0/1 renamed `negative`/`positive`; text is lower-cased and tokenized as in the source (unchanged
   apart from collapsing whitespace).
-""" + SHARED_CLASS_NOTE.format(n=2, how="`train` for the sampled train phrases, `test` for the 872 dev sentences") + """
+"""
+        + SHARED_CLASS_NOTE.format(
+            n=2, how="`train` for the sampled train phrases, `test` for the 872 dev sentences"
+        )
+        + """
 ## Cite
 Socher et al., "Recursive Deep Models for Semantic Compositionality Over a Sentiment Treebank", EMNLP 2013.
 Wang et al., "GLUE: A Multi-Task Benchmark and Analysis Platform for Natural Language Understanding", ICLR 2019.
@@ -521,8 +546,15 @@ Xu et al., "FewCLUE: A Chinese Few-shot Learning Evaluation Benchmark", arXiv:21
 
 
 BUILDERS: list[Callable[[Path], Bundle]] = [
-    build_clinc150, build_banking77, build_huffpost, build_reuters, build_fewrel,
-    build_fewrel_pubmed, build_agnews, build_sst2, build_tnews,
+    build_clinc150,
+    build_banking77,
+    build_huffpost,
+    build_reuters,
+    build_fewrel,
+    build_fewrel_pubmed,
+    build_agnews,
+    build_sst2,
+    build_tnews,
 ]
 
 
@@ -597,7 +629,9 @@ def write_bundle(bundle: Bundle, out_root: Path) -> None:
     header = f"# {bundle.name}: {bundle.description}\n\nLicence (as stated): {bundle.licence}.\n\n"
     (folder / "SOURCE.md").write_text(header + bundle.provenance + generated, encoding="utf-8")
     size_kb = sum(p.stat().st_size for p in folder.iterdir()) / 1024
-    print(f"{bundle.name:14s} {len(bundle.rows):6d} examples {len(label_counts):4d} classes {size_kb:8.0f} KB")
+    print(
+        f"{bundle.name:14s} {len(bundle.rows):6d} examples {len(label_counts):4d} classes {size_kb:8.0f} KB"
+    )
 
 
 def main() -> None:

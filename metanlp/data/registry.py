@@ -44,7 +44,9 @@ class SharedClassDataset(TextDataset):
             )
         unknown = sorted(set(self.example_splits) - set(SPLITS))
         if unknown:
-            raise DataError(f"Dataset '{self.name}' tags examples with unknown splits {unknown}; use {list(SPLITS)}.")
+            raise DataError(
+                f"Dataset '{self.name}' tags examples with unknown splits {unknown}; use {list(SPLITS)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,9 @@ def _load_cached(name: str, split_id: str | None) -> TextDataset:
     else:
         raise DataError(f"Dataset '{name}' has a single class split; leave split_id empty.")
     if not isinstance(dataset, TextDataset):
-        raise DataError(f"The loader registered for '{name}' returned {type(dataset).__name__}, not a TextDataset.")
+        raise DataError(
+            f"The loader registered for '{name}' returned {type(dataset).__name__}, not a TextDataset."
+        )
     check_dataset(dataset)
     return dataset
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from metanlp.encoders.base import Encoder
@@ -47,3 +49,13 @@ class EmbeddingCache:
         if not texts:
             return torch.zeros(0, self.encoder.hidden_size, device=self.encoder.device)
         return torch.stack([self._store[t] for t in texts]).to(self.encoder.device)
+
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def shared_cache(encoder: Encoder) -> EmbeddingCache:
+    """The one cache of ``encoder``, shared by every method built on it (e.g. in a benchmark)."""
+    if encoder not in _SHARED:
+        _SHARED[encoder] = EmbeddingCache(encoder)
+    return _SHARED[encoder]

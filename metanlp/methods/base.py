@@ -18,13 +18,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from metanlp.data.types import Episode
-from metanlp.encoders import EmbeddingCache, Encoder
+from metanlp.encoders import Encoder
+from metanlp.encoders.cache import shared_cache
 from metanlp.methods.options import check_choice, check_range
 
 Metrics = dict[str, float]
 InnerStepCallback = Callable[[Metrics], None]
 REQUIRED_METRICS = ("support_loss", "query_loss", "query_accuracy")
-FINETUNE_MODES = ("frozen", "top", "full")
+FINETUNE_MODES = ("auto", "frozen", "top", "full")
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,13 @@ class MethodCard:
 
 @dataclass
 class EncoderOptions:
-    """Which encoder layers a method trains: frozen, the top ``top_k`` layers, or all."""
+    """Which encoder layers a method trains: frozen, the top ``top_k`` layers, or all.
 
-    finetune: str = "frozen"
+    ``auto`` freezes a pretrained encoder (MiniLM: fast, cached features) and trains a
+    from-scratch one fully (a frozen random encoder has learned nothing to reuse).
+    """
+
+    finetune: str = "auto"
     top_k: int = 1
 
     def validate(self) -> None:
@@ -99,7 +104,6 @@ class Method(nn.Module, ABC):
         super().__init__()
         self.encoder = encoder
         self.options = options
-        self._cache: EmbeddingCache | None = None
         self._optimizer: torch.optim.Optimizer | None = None
 
     # ----- features -------------------------------------------------------------------
@@ -107,17 +111,18 @@ class Method(nn.Module, ABC):
     def device(self) -> torch.device:
         return self.encoder.device
 
-    def configure_encoder(self, finetune: str, top_k: int) -> None:
-        """Apply a fine-tuning mode to the encoder (frozen / top-k layers / full)."""
+    def configure_encoder(self, finetune: str, top_k: int) -> str:
+        """Apply a fine-tuning mode to the encoder; returns the mode used (``auto`` resolved)."""
+        if finetune == "auto":
+            finetune = "full" if self.encoder.kind == "scratch" else "frozen"
         self.encoder.set_trainable_layers({"frozen": 0, "top": top_k, "full": None}[finetune])
+        return finetune
 
     def features(self, texts: list[str]) -> torch.Tensor:
         """Sentence embeddings; memoised while the encoder is frozen (the fast path)."""
         if self.encoder.is_frozen():
-            if self._cache is None or self._cache.encoder is not self.encoder:
-                self._cache = EmbeddingCache(self.encoder)
-            return self._cache.embed(texts)
-        self._cache = None
+            return shared_cache(self.encoder).embed(texts)
+        shared_cache(self.encoder).clear()  # weights may change from here on
         return self.encoder.embed(texts)
 
     def trainable_parameters(self) -> list[nn.Parameter]:

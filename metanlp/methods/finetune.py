@@ -78,9 +78,9 @@ class FineTune(Method):
 
     def __init__(self, encoder: Encoder, options: FineTuneOptions) -> None:
         super().__init__(encoder, options)
-        self.configure_encoder(options.finetune, options.top_k)
+        mode = self.configure_encoder(options.finetune, options.top_k)
         # With a frozen encoder nothing learned across tasks reaches a new task's head.
-        self.learns_across_tasks = options.finetune != "frozen"
+        self.learns_across_tasks = mode != "frozen"
         self.base_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
         self.base_classes: dict[str, int] = {}
 

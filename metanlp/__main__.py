@@ -1,0 +1,5 @@
+"""``python -m metanlp``: the command-line interface."""
+
+from metanlp.cli import main
+
+raise SystemExit(main())

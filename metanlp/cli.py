@@ -1,0 +1,268 @@
+"""Command-line interface: list datasets and methods, sample episodes, train, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from metanlp.data.errors import DataError
+from metanlp.engine.config import ConfigError, RunConfig
+from metanlp.methods.options import OptionError
+
+USER_ERRORS = (DataError, ConfigError, OptionError)
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` → (key, value), the value parsed as JSON when it can be (numbers, booleans)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="clinc150", help="built-in dataset name, or 'user' with --data-file")
+    parser.add_argument("--data-file", help="your CSV or JSONL file (text and label columns)")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--split-id", help="published class split to use, where a dataset has several")
+    parser.add_argument("--n-way", type=int, default=5)
+    parser.add_argument("--k-shot", type=int, default=1)
+    parser.add_argument("--n-query", type=int, default=5)
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="protonet", help="registered method name (see 'methods')")
+    parser.add_argument("--encoder", default="minilm", choices=["minilm", "scratch"])
+    parser.add_argument(
+        "--encoder-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+        help="encoder setting, e.g. num_layers=2 or checkpoint=PATH (repeatable)",
+    )
+    parser.add_argument(
+        "--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+        help="method option, e.g. distance=cosine or finetune=top (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes on meta-test classes")
+    parser.add_argument("--episodes-file", help="fixed evaluation episodes written by 'metanlp episodes'")
+    parser.add_argument("--output", help="write the results as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m metanlp",
+        description="Transfer learning and meta-learning for few-shot NLP.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    datasets = commands.add_parser("datasets", help="list the built-in datasets")
+    datasets.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    methods = commands.add_parser("methods", help="list the registered methods")
+    methods.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    episodes = commands.add_parser("episodes", help="sample fixed evaluation episodes and save them")
+    add_task_arguments(episodes)
+    episodes.add_argument("--split", default="test", choices=["train", "val", "test"])
+    episodes.add_argument("--count", type=int, default=600)
+    episodes.add_argument("--seed", type=int, default=1234)
+    episodes.add_argument("--out", required=True, help="output file (.json or .json.gz)")
+
+    train = commands.add_parser("train", help="meta-train (or train) a method, then evaluate it")
+    add_task_arguments(train)
+    add_method_arguments(train)
+    train.add_argument("--steps", type=int, default=100, help="training steps on meta-train classes")
+    train.add_argument("--name", default="", help="a name for the run")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a method without training it")
+    add_task_arguments(evaluate)
+    add_method_arguments(evaluate)
+    evaluate.add_argument("--checkpoint", help="a saved method folder (a run's checkpoint) to evaluate")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, train_steps: int) -> RunConfig:
+    data_options = {}
+    if args.data_file:
+        data_options = {"text_column": args.text_column, "label_column": args.label_column}
+    return RunConfig(
+        method=args.method,
+        dataset="user" if args.data_file else args.dataset,
+        data_file=args.data_file,
+        data_options=data_options,
+        split_id=args.split_id,
+        n_way=args.n_way,
+        k_shot=args.k_shot,
+        n_query=args.n_query,
+        train_steps=train_steps,
+        eval_episodes=args.episodes,
+        episodes_file=args.episodes_file,
+        encoder=args.encoder,
+        encoder_options=dict(args.encoder_option),
+        method_options=dict(args.option),
+        seed=args.seed,
+        device=args.device,
+        name=getattr(args, "name", ""),
+    ).validate()
+
+
+class ProgressPrinter:
+    """Turns engine events into tqdm bars on stderr (one per stage)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] == "warning":
+            print(f"warning: {event['message']}", file=sys.stderr)
+        if not self.enabled or event["event"] != "progress":
+            return
+        from tqdm import tqdm
+
+        stage = event["stage"]
+        if stage not in self.bars:
+            for bar in self.bars.values():
+                bar.close()
+            self.bars[stage] = tqdm(total=event["total"], desc=stage, file=sys.stderr, leave=False)
+        bar = self.bars[stage]
+        bar.update(event["done"] - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def write_output(results: dict, output: str | None) -> None:
+    text = json.dumps(results, indent=2)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"results written to {output}", file=sys.stderr)
+
+
+def print_evaluation(config: RunConfig, evaluation) -> None:
+    print(
+        f"{config.method} · {config.dataset} · {config.n_way}-way {config.k_shot}-shot · {config.encoder}: "
+        f"accuracy {evaluation.summary()} (95% CI), {evaluation.seconds:.1f} s"
+    )
+
+
+def command_datasets(args: argparse.Namespace) -> int:
+    from metanlp.data.registry import list_datasets
+
+    infos = list_datasets()
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2, default=str))
+        return 0
+    print(f"{'name':<15}{'lang':<6}{'classes':>8}{'examples':>10}  {'train/val/test classes':<24}description")
+    for info in infos:
+        splits = "/".join(str(info.classes_per_split.get(s, 0)) for s in ("train", "val", "test"))
+        print(f"{info.name:<15}{info.language:<6}{info.n_classes:>8}{info.n_examples:>10}  {splits:<24}{info.description}")
+    return 0
+
+
+def command_methods(args: argparse.Namespace) -> int:
+    from metanlp.methods import default_options, method_cards
+
+    cards = method_cards()
+    if args.json:
+        print(json.dumps([{**card.__dict__, "options": default_options(card.name)} for card in cards], indent=2))
+        return 0
+    for card in cards:
+        print(f"{card.name:<20}{card.family:<20}{card.title}")
+    return 0
+
+
+def command_episodes(args: argparse.Namespace) -> int:
+    from metanlp.data.episodes import save_episodes
+    from metanlp.engine.training import load_run_dataset, make_sampler
+
+    config = config_from_args(argparse.Namespace(**{**vars(args), "method": "protonet", "encoder": "minilm",
+                                                    "encoder_option": [], "option": [], "device": "auto",
+                                                    "episodes": args.count, "episodes_file": None}), 0)
+    dataset, warnings = load_run_dataset(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    episodes = make_sampler(dataset, args.split, config, args.seed).take(args.count)
+    description = {"dataset": config.dataset, "split_id": config.split_id, "split": args.split, "n_way": args.n_way,
+                   "k_shot": args.k_shot, "n_query": args.n_query, "seed": args.seed}
+    path = save_episodes(episodes, args.out, description)
+    print(f"{len(episodes)} episodes written to {path}")
+    return 0
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from metanlp.engine import run_training
+
+    config = config_from_args(args, args.steps)
+    progress = ProgressPrinter(not args.no_progress)
+    try:
+        result = run_training(config, on_event=progress)
+    finally:
+        progress.close()
+    train_steps = [e for e in result.history if e.get("phase") == "train"]
+    if train_steps:
+        last = train_steps[-1]
+        print(f"last training step {last['step']}: support loss {last['support_loss']:.4f}, "
+              f"query loss {last['query_loss']:.4f}, query accuracy {last['query_accuracy']:.3f}")
+    if result.evaluation is not None:
+        print_evaluation(config, result.evaluation)
+    write_output({"config": config.to_dict(), "history": result.history,
+                  "evaluation": result.evaluation.to_dict() if result.evaluation else None,
+                  "seconds": result.seconds}, args.output)
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from metanlp.device import resolve_device
+    from metanlp.engine.checkpoint import load_method
+    from metanlp.engine.training import evaluation_episodes, load_run_dataset, run_training
+    from metanlp.evaluation import evaluate
+
+    config = config_from_args(args, 0)
+    progress = ProgressPrinter(not args.no_progress)
+    try:
+        if args.checkpoint:
+            method = load_method(args.checkpoint, resolve_device(config.device))
+            dataset, _ = load_run_dataset(config)
+            episodes = evaluation_episodes(dataset, config)
+            total = len(episodes)
+            evaluation = evaluate(method, episodes, on_episode=lambda i, _: progress(
+                {"event": "progress", "stage": "evaluate", "done": i + 1, "total": total}))
+        else:
+            evaluation = run_training(config, on_event=progress).evaluation
+    finally:
+        progress.close()
+    print_evaluation(config, evaluation)
+    write_output({"config": config.to_dict(), "evaluation": evaluation.to_dict()}, args.output)
+    return 0
+
+
+COMMANDS = {
+    "datasets": command_datasets,
+    "methods": command_methods,
+    "episodes": command_episodes,
+    "train": command_train,
+    "evaluate": command_evaluate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

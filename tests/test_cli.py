@@ -1,0 +1,55 @@
+"""The command line: lists, episodes, train/evaluate to JSON, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metanlp.cli import main
+
+
+def test_lists(capsys):
+    assert main(["datasets"]) == 0
+    output = capsys.readouterr().out
+    for name in ("clinc150", "banking77", "huffpost", "fewrel", "agnews", "sst2", "tnews"):
+        assert name in output
+    assert main(["methods", "--json"]) == 0
+    cards = json.loads(capsys.readouterr().out)
+    assert {"protonet", "finetune"} <= {card["name"] for card in cards}
+    assert all(card["formula"] and card["paper"] for card in cards)
+
+
+def test_episodes_then_train_and_evaluate_on_them(tmp_path, capsys):
+    episodes = tmp_path / "episodes.json.gz"
+    assert main(["episodes", "--dataset", "clinc150", "--n-way", "3", "--k-shot", "1", "--n-query", "2",
+                 "--count", "4", "--out", str(episodes)]) == 0
+    tiny = ["--encoder", "scratch", "--encoder-option", "num_layers=1", "--encoder-option", "hidden_size=32",
+            "--encoder-option", "num_heads=2", "--device", "cpu", "--no-progress"]
+    output = tmp_path / "train.json"
+    assert main(["train", "--dataset", "clinc150", "--n-way", "3", "--k-shot", "1", "--n-query", "2", "--steps",
+                 "2", "--episodes-file", str(episodes), "--output", str(output), *tiny]) == 0
+    results = json.loads(output.read_text())
+    assert results["evaluation"]["episodes"] == 4
+    assert [e["step"] for e in results["history"] if e["phase"] == "train"] == [1, 2]
+    assert "95% CI" in capsys.readouterr().out
+    output = tmp_path / "evaluate.json"
+    assert main(["evaluate", "--method", "finetune", "--option", "adapt_steps=5", "--dataset", "clinc150",
+                 "--n-way", "3", "--episodes-file", str(episodes), "--output", str(output), *tiny]) == 0
+    assert json.loads(output.read_text())["evaluation"]["episodes"] == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["train", "--dataset", "nope"], "no dataset named 'nope'"),
+        (["train", "--n-way", "0"], "n_way must be between"),
+        (["train", "--method", "protonett"], "did you mean 'protonet'"),
+        (["train", "--option", "distanse=cosine", "--encoder", "scratch"], "did you mean 'distance'"),
+        (["evaluate", "--data-file", "/nonexistent/file.csv"], "file.csv"),
+    ],
+)
+def test_user_errors_are_one_clear_line(arguments, message, capsys):
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
