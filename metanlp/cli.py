@@ -14,6 +14,12 @@ from metanlp.methods.options import OptionError
 USER_ERRORS = (DataError, ConfigError, OptionError)
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    from metanlp.runs import InvalidRunId, RunNotFound
+
+    return (*USER_ERRORS, InvalidRunId, RunNotFound)
+
+
 def parse_option(text: str) -> tuple[str, object]:
     """``key=value`` → (key, value), the value parsed as JSON when it can be (numbers, booleans)."""
     if "=" not in text:
@@ -81,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_method_arguments(train)
     train.add_argument("--steps", type=int, default=100, help="training steps on meta-train classes")
     train.add_argument("--name", default="", help="a name for the run")
+    train.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a method without training it")
     add_task_arguments(evaluate)
     add_method_arguments(evaluate)
     evaluate.add_argument("--checkpoint", help="a saved method folder (a run's checkpoint) to evaluate")
+    evaluate.add_argument("--run", help="evaluate the learned state of this stored run (its id)")
+    evaluate.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     return parser
 
 
@@ -201,24 +210,40 @@ def command_episodes(args: argparse.Namespace) -> int:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from metanlp.engine import run_training
+    """Train through the run store, so CLI runs appear in the dashboard's Runs page."""
+    import os
 
-    config = config_from_args(args, args.steps)
+    from metanlp.runs import RunStore, check_run_config, execute_run
+
+    config = check_run_config(config_from_args(args, args.steps))
+    store = RunStore(args.runs_dir)
+    run_id = store.create_run(config, args.name, claimed_by=os.getpid())
+    print(f"run {run_id} in {store.root}", file=sys.stderr)
     progress = ProgressPrinter(not args.no_progress)
     try:
-        result = run_training(config, on_event=progress)
+        status = execute_run(store, run_id, on_event=progress)
     finally:
         progress.close()
-    train_steps = [e for e in result.history if e.get("phase") == "train"]
-    if train_steps:
-        last = train_steps[-1]
-        print(f"last training step {last['step']}: support loss {last['support_loss']:.4f}, "
+    record = store.get_run(run_id)
+    if status != "done":
+        print(f"error: run {run_id} {status}: {record.error or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    metrics = store.metrics(run_id, phases=("train",))
+    if len(metrics):
+        last = metrics.iloc[-1]
+        print(f"last training step {int(last['step'])}: support loss {last['support_loss']:.4f}, "
               f"query loss {last['query_loss']:.4f}, query accuracy {last['query_accuracy']:.3f}")
-    if result.evaluation is not None:
-        print_evaluation(config, result.evaluation)
-    write_output({"config": config.to_dict(), "history": result.history,
-                  "evaluation": result.evaluation.to_dict() if result.evaluation else None,
-                  "seconds": result.seconds}, args.output)
+    evaluation = record.evaluation
+    if evaluation:
+        print(f"{config.method} · {config.dataset} · {config.n_way}-way {config.k_shot}-shot · {config.encoder}: "
+              f"accuracy {100 * evaluation['mean_accuracy']:.2f} ± {100 * evaluation['ci95']:.2f}% over "
+              f"{evaluation['episodes']} episodes (95% CI), {evaluation['seconds']:.1f} s")
+    history = [
+        {key: value for key, value in row.items() if value == value}  # drop NaN cells
+        for row in store.metrics(run_id).to_dict(orient="records")
+    ]
+    write_output({"run_id": run_id, "config": config.to_dict(), "history": history,
+                  "evaluation": evaluation, "checkpoint": str(store.checkpoint_dir(run_id))}, args.output)
     return 0
 
 
@@ -231,7 +256,15 @@ def command_evaluate(args: argparse.Namespace) -> int:
     config = config_from_args(args, 0)
     progress = ProgressPrinter(not args.no_progress)
     try:
+        if args.run:
+            from metanlp.runs import RunStore
+
+            store = RunStore(args.runs_dir)
+            store.get_run(args.run)
+            args.checkpoint = str(store.checkpoint_dir(args.run))
         if args.checkpoint:
+            if not Path(args.checkpoint, "method.json").is_file():
+                raise DataError(f"{args.checkpoint!r} holds no saved method (method.json is missing).")
             method = load_method(args.checkpoint, resolve_device(config.device))
             dataset, _ = load_run_dataset(config)
             episodes = evaluation_episodes(dataset, config)
@@ -260,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as error:
+    except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

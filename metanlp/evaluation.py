@@ -66,3 +66,40 @@ def evaluate(
         seconds=time.perf_counter() - started,
         per_episode=results,
     )
+
+
+@dataclass
+class PairedComparison:
+    """Method A minus method B on the same episodes."""
+
+    mean_difference: float
+    ci95: float
+    episodes: int
+
+    @property
+    def low(self) -> float:
+        return self.mean_difference - self.ci95
+
+    @property
+    def high(self) -> float:
+        return self.mean_difference + self.ci95
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the 95% interval lies entirely on one side of 0: a real difference."""
+        return self.low > 0 or self.high < 0
+
+
+def paired_comparison(accuracies_a: list[float], accuracies_b: list[float]) -> PairedComparison:
+    """Paired statistic over per-episode differences (valid because both saw the same episodes).
+
+    Pairing removes the episode-to-episode difficulty that both methods share, so the interval
+    is much narrower than comparing two independent means.
+    """
+    if len(accuracies_a) != len(accuracies_b):
+        raise ValueError(
+            f"paired comparison needs the same episodes for both methods, got {len(accuracies_a)} and {len(accuracies_b)}"
+        )
+    differences = [a - b for a, b in zip(accuracies_a, accuracies_b, strict=True)]
+    mean, ci95 = mean_and_ci95(differences)
+    return PairedComparison(mean_difference=mean, ci95=ci95, episodes=len(differences))

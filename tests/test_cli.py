@@ -27,12 +27,22 @@ def test_episodes_then_train_and_evaluate_on_them(tmp_path, capsys):
     tiny = ["--encoder", "scratch", "--encoder-option", "num_layers=1", "--encoder-option", "hidden_size=32",
             "--encoder-option", "num_heads=2", "--device", "cpu", "--no-progress"]
     output = tmp_path / "train.json"
+    runs = tmp_path / "runs"
     assert main(["train", "--dataset", "clinc150", "--n-way", "3", "--k-shot", "1", "--n-query", "2", "--steps",
-                 "2", "--episodes-file", str(episodes), "--output", str(output), *tiny]) == 0
+                 "2", "--episodes-file", str(episodes), "--output", str(output), "--runs-dir", str(runs), *tiny]) == 0
     results = json.loads(output.read_text())
     assert results["evaluation"]["episodes"] == 4
     assert [e["step"] for e in results["history"] if e["phase"] == "train"] == [1, 2]
     assert "95% CI" in capsys.readouterr().out
+    # The CLI run is in the same store the dashboard reads, with its metrics and checkpoint.
+    from metanlp.runs import RunStore
+
+    store = RunStore(runs)
+    (record,) = store.list_runs()
+    assert record.id == results["run_id"] and record.status == "done"
+    assert len(store.metrics(record.id, phases=("train",))) == 2
+    assert main(["evaluate", "--run", record.id, "--runs-dir", str(runs), "--dataset", "clinc150", "--n-way", "3",
+                 "--episodes-file", str(episodes), "--device", "cpu", "--no-progress"]) == 0
     output = tmp_path / "evaluate.json"
     assert main(["evaluate", "--method", "finetune", "--option", "adapt_steps=5", "--dataset", "clinc150",
                  "--n-way", "3", "--episodes-file", str(episodes), "--output", str(output), *tiny]) == 0
@@ -47,6 +57,8 @@ def test_episodes_then_train_and_evaluate_on_them(tmp_path, capsys):
         (["train", "--method", "protonett"], "did you mean 'protonet'"),
         (["train", "--option", "distanse=cosine", "--encoder", "scratch"], "did you mean 'distance'"),
         (["evaluate", "--data-file", "/nonexistent/file.csv"], "file.csv"),
+        (["evaluate", "--run", "../etc"], "run id"),
+        (["evaluate", "--run", "0123456789ab"], "0123456789ab"),
     ],
 )
 def test_user_errors_are_one_clear_line(arguments, message, capsys):

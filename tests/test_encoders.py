@@ -116,3 +116,13 @@ def test_embedding_cache_encodes_each_text_once(minilm):
     second = cache.embed(["beta", "alpha"])
     assert cache.misses == 2 and cache.hits == 3
     assert torch.equal(first[1], second[0])
+
+
+def test_length_sorted_batching_keeps_the_order(tiny_encoder):
+    tiny_encoder.eval()
+    texts = ["a b c d e f g h", "short", "a medium sized sentence", "x"] * 3
+    sorted_batches = tiny_encoder.embed(texts, batch_size=3)
+    plain = tiny_encoder.embed(texts, batch_size=3, sort_by_length=False)
+    one_by_one = torch.cat([tiny_encoder.embed([t]) for t in texts])
+    assert torch.allclose(sorted_batches, one_by_one, atol=1e-5)
+    assert torch.allclose(plain, one_by_one, atol=1e-5)

@@ -69,3 +69,19 @@ def test_engine_streams_events_and_validates(tmp_path):
     with pytest.raises(ConfigError, match="unknown option"):
         run_training(RunConfig(method="protonet", method_options={"bogus": 1}, encoder="scratch",
                                encoder_options=TINY_ENCODER, train_steps=1, eval_episodes=1, device="cpu"))
+
+
+def test_paired_comparison_by_hand():
+    from metanlp.evaluation import paired_comparison
+
+    a = [0.8, 0.6, 1.0, 0.4]
+    b = [0.6, 0.6, 0.8, 0.2]
+    # differences 0.2, 0.0, 0.2, 0.2: mean 0.15, population std sqrt(0.0075)
+    result = paired_comparison(a, b)
+    assert result.mean_difference == pytest.approx(0.15)
+    assert result.ci95 == pytest.approx(1.96 * math.sqrt(0.0075) / 2)
+    assert result.low == pytest.approx(0.15 - 1.96 * math.sqrt(0.0075) / 2)
+    assert result.excludes_zero  # 0.15 ± 0.085
+    assert not paired_comparison([0.5, 0.7], [0.6, 0.6]).excludes_zero
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_comparison([0.1], [0.1, 0.2])

@@ -70,19 +70,30 @@ class Encoder(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def embed(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """Sentence embeddings (len(texts), hidden_size); gradients flow if enabled."""
+    def embed(self, texts: list[str], batch_size: int = 64, sort_by_length: bool = True) -> torch.Tensor:
+        """Sentence embeddings (len(texts), hidden_size); gradients flow if enabled.
+
+        Batches are formed from texts of similar length (then put back in order), so short
+        sentences are not padded to the longest one in the whole list.
+        """
         if not texts:
             return torch.zeros(0, self.hidden_size, device=self.device)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort_by_length else range(len(texts))
+        order = list(order)
         chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenize(list(texts[start : start + batch_size]))
+        for start in range(0, len(order), batch_size):
+            batch = self.tokenize([texts[i] for i in order[start : start + batch_size]])
             output = self(batch["input_ids"], batch["attention_mask"])
             pooled = mean_pool(output.last_hidden_state, output.attention_mask)
             if self.normalize:
                 pooled = nn.functional.normalize(pooled, dim=-1)
             chunks.append(pooled)
-        return torch.cat(chunks)
+        embeddings = torch.cat(chunks)
+        if sort_by_length:
+            inverse = torch.empty(len(order), dtype=torch.long, device=embeddings.device)
+            inverse[torch.tensor(order, device=embeddings.device)] = torch.arange(len(order), device=embeddings.device)
+            embeddings = embeddings[inverse]
+        return embeddings
 
     @torch.no_grad()
     def attention_maps(self, text: str) -> AttentionMaps:
