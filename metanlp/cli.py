@@ -95,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="a saved method folder (a run's checkpoint) to evaluate")
     evaluate.add_argument("--run", help="evaluate the learned state of this stored run (its id)")
     evaluate.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
+    bench = commands.add_parser("bench", help="every method on the same saved test episodes; writes docs/results.md")
+    bench.add_argument("--methods", help="comma-separated method names (default: every registered method)")
+    bench.add_argument("--datasets", help="comma-separated datasets (default: clinc150,banking77,huffpost,fewrel)")
+    bench.add_argument("--shots", help="comma-separated K values (default: 1,5)")
+    bench.add_argument("--episodes", type=int, help="test episodes per cell (default 600; --quick 30)")
+    bench.add_argument("--train-steps", type=int, help="meta-training steps per cell (default 200; --quick 10)")
+    bench.add_argument("--n-query", type=int, default=5)
+    bench.add_argument("--encoder", default="minilm", choices=["minilm", "scratch"])
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--quick", action="store_true", help="a smoke check: 30 episodes, 10 training steps")
+    bench.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
+    bench.add_argument("--report", default="docs/results.md", help="results file whose bench section is rewritten")
+    bench.add_argument("--no-report", action="store_true", help="only fill the store")
+    bench.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -280,7 +294,60 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def csv_list(text: str | None, cast=str) -> tuple:
+    return tuple(cast(item.strip()) for item in text.split(",") if item.strip()) if text else ()
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    from metanlp.bench.plan import BenchSettings, quick_settings
+    from metanlp.bench.report import write_report
+    from metanlp.bench.runner import run_bench
+    from metanlp.runs import RunStore
+
+    try:
+        shots = csv_list(args.shots, int)
+    except ValueError:
+        raise ConfigError(f"--shots must be comma-separated whole numbers, got {args.shots!r}") from None
+    overrides = {key: value for key, value in {
+        "methods": csv_list(args.methods), "datasets": csv_list(args.datasets), "shots": shots,
+        "episodes": args.episodes, "train_steps": args.train_steps, "n_query": args.n_query,
+        "encoder": args.encoder, "device": args.device,
+    }.items() if value not in (None, ())}
+    settings = quick_settings(**overrides) if args.quick else BenchSettings(**overrides)
+    store = RunStore(args.runs_dir)
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, desc="bench cells", file=sys.stderr)
+
+    def on_progress(done: int, total: int, config: RunConfig, status: str) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.set_postfix_str(f"{config.method} {config.dataset} {config.k_shot}-shot: {status}")
+            bar.update(done - bar.n)
+
+    try:
+        report = run_bench(settings, store, on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"bench: {len(report.computed)} cells computed, {len(report.reused)} reused from the store, "
+          f"{len(report.failed)} failed, {report.seconds:.0f} s")
+    for config, error in report.failed:
+        print(f"failed: {config.method} on {config.dataset} {config.k_shot}-shot: {error}", file=sys.stderr)
+    if not args.no_report:
+        note = (f"Settings: {settings.n_way}-way, {settings.n_query} queries per class, {settings.episodes} test "
+                f"episodes per cell (the same saved episodes for every method), {settings.train_steps} "
+                f"meta-training steps, encoder {settings.encoder} ({settings.finetune} where a method has the option), "
+                f"seed {settings.seed}. Command: `python -m metanlp bench{' --quick' if args.quick else ''}`.")
+        path = write_report(store, Path(args.report), note)
+        print(f"results written to {path}")
+    return 1 if report.failed else 0
+
+
 COMMANDS = {
+    "bench": command_bench,
     "datasets": command_datasets,
     "methods": command_methods,
     "episodes": command_episodes,

@@ -1,0 +1,100 @@
+"""Run a bench: each cell is a stored run; finished cells are reused, never recomputed."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metanlp.bench.memory import PeakMemory
+from metanlp.bench.plan import BenchSettings, bench_configs, cell_key
+from metanlp.bench.results import BENCH_PREFIX
+from metanlp.data.episodes import save_episodes
+from metanlp.device import describe_device, resolve_device
+from metanlp.engine import EncoderPool, RunConfig
+from metanlp.engine.training import evaluation_episodes, load_run_dataset
+from metanlp.runs.store import RunStore
+from metanlp.runs.worker import execute_run
+
+ProgressCallback = Callable[[int, int, RunConfig, str], None]
+
+
+@dataclass
+class BenchReport:
+    computed: list[str] = field(default_factory=list)  # run ids trained and evaluated now
+    reused: list[str] = field(default_factory=list)  # run ids found finished in the store
+    failed: list[tuple[RunConfig, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def episodes_path(store: RunStore, config: RunConfig) -> Path:
+    """The shared test-episode file of a task, inside the runs folder."""
+    name = (f"{config.dataset}_split{config.split_id or 'default'}_{config.n_way}way_{config.k_shot}shot_"
+            f"{config.n_query}q_{config.eval_episodes}ep_seed{config.eval_seed}.json.gz")
+    return store.root / "bench" / "episodes" / name
+
+
+def ensure_episodes(store: RunStore, config: RunConfig) -> Path:
+    path = episodes_path(store, config)
+    if not path.exists():
+        dataset, _ = load_run_dataset(config)
+        episodes = evaluation_episodes(dataset, config)
+        description = {key: getattr(config, key) for key in
+                       ("dataset", "split_id", "n_way", "k_shot", "n_query", "eval_episodes", "eval_seed")}
+        save_episodes(episodes, path, description)
+    return path
+
+
+def finished_cell(store: RunStore, name: str) -> str | None:
+    for record in store.list_runs(statuses=("done",)):
+        if record.name == name and record.evaluation:
+            return record.id
+    return None
+
+
+def run_bench(
+    settings: BenchSettings,
+    store: RunStore,
+    on_progress: ProgressCallback | None = None,
+    encoder_pool: EncoderPool | None = None,
+) -> BenchReport:
+    """Run every cell of ``settings`` not already finished in ``store``.
+
+    An interrupted bench resumes where it stopped: finished cells are found by their key
+    (everything that determines the result) and skipped; an unfinished cell starts over.
+    """
+    started = time.perf_counter()
+    pool = encoder_pool or EncoderPool()
+    report = BenchReport()
+    configs = bench_configs(settings)
+    for index, config in enumerate(configs):
+        name = BENCH_PREFIX + cell_key(config)
+        existing = finished_cell(store, name)
+        if existing is not None:
+            report.reused.append(existing)
+            if on_progress:
+                on_progress(index + 1, len(configs), config, "reused")
+            continue
+        config.episodes_file = str(ensure_episodes(store, config))
+        run_id = store.create_run(config, name, claimed_by=os.getpid())
+        with PeakMemory() as peak:
+            status = execute_run(store, run_id, encoder_pool=pool)
+        record = store.get_run(run_id)
+        if status == "done" and record.evaluation:
+            evaluation = dict(record.evaluation)
+            evaluation.update(
+                train_seconds=max(0.0, (record.duration() or 0.0) - evaluation.get("seconds", 0.0)),
+                peak_memory_mb=peak.cuda_mb if peak.cuda_mb else peak.rss_mb,
+                memory_kind="CUDA peak allocated" if peak.cuda_mb else "process peak RSS",
+                device=describe_device(resolve_device(config.device)),
+            )
+            store.set_evaluation(run_id, evaluation)
+            report.computed.append(run_id)
+        else:
+            report.failed.append((config, record.error or status))
+        if on_progress:
+            on_progress(index + 1, len(configs), config, status)
+    report.seconds = time.perf_counter() - started
+    return report

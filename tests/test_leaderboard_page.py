@@ -1,0 +1,52 @@
+"""The Leaderboard page renders bench results from the store and compares two methods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from metanlp.bench import run_bench
+from metanlp.runs import RunStore
+from tests.test_bench import tiny_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def runs_dir(tmp_path, monkeypatch):
+    from metanlp.dashboard import state
+
+    folder = tmp_path / "runs"
+    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
+    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
+    monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
+    yield folder
+    state.release_run_managers()
+
+
+def leaderboard() -> AppTest:
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    app.switch_page("pages/6_Leaderboard.py")
+    return app
+
+
+def test_empty_store_says_how_to_fill_it(runs_dir):
+    app = leaderboard().run()
+    assert not app.exception
+    assert any("metanlp bench" in info.value for info in app.info)
+
+
+def test_renders_results_and_a_paired_comparison(runs_dir):
+    report = run_bench(tiny_settings(), RunStore(runs_dir))
+    assert len(report.computed) == 2
+    app = leaderboard().run()
+    assert not app.exception, [e.value for e in app.exception]
+    table = app.dataframe[0].value
+    assert sorted(table["method"]) == ["Fine-tuning baseline", "Prototypical Networks"]
+    assert len(app.get("plotly_chart")) == 1
+    assert any("shared episodes" in markdown.value for markdown in app.markdown)
+    app.multiselect[1].set_value([5]).run()  # no 5-shot results: a clear message, no crash
+    assert not app.exception
+    assert any("Nothing matches" in warning.value for warning in app.warning)
