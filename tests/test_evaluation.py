@@ -85,3 +85,22 @@ def test_paired_comparison_by_hand():
     assert not paired_comparison([0.5, 0.7], [0.6, 0.6]).excludes_zero
     with pytest.raises(ValueError, match="same episodes"):
         paired_comparison([0.1], [0.1, 0.2])
+
+
+def test_mixed_precision_path_runs_and_auto_stays_fp32_on_cpu():
+    import torch
+
+    from metanlp.device import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+    events: list[dict] = []
+    config = RunConfig(method="protonet", dataset="clinc150", n_way=3, k_shot=2, n_query=2, train_steps=3,
+                       eval_episodes=3, encoder="scratch", encoder_options=TINY_ENCODER, device="cpu",
+                       precision="bf16")
+    result = run_training(config, on_event=events.append)
+    losses = [e["query_loss"] for e in events if e["event"] == "step"]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    assert 0.0 <= result.evaluation.mean_accuracy <= 1.0
+    with pytest.raises(ConfigError, match="precision"):
+        RunConfig(precision="int8").validate()

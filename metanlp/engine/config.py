@@ -12,6 +12,9 @@ from metanlp.device import DEVICE_CHOICES
 from metanlp.encoders import ENCODER_CHOICES
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 class ConfigError(ValueError):
     """A bad run setting; the message names the field, the value and what is allowed."""
 
@@ -37,6 +40,7 @@ class RunConfig:
     method_options: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on a CUDA GPU that supports it, else fp32
     attention_text: str = ""  # sentence whose attention is snapshotted during training
     attention_every: int = 0  # snapshot every this many steps (0: only before and after)
     name: str = ""
@@ -65,6 +69,8 @@ class RunConfig:
             raise ConfigError(f"encoder must be one of {', '.join(ENCODER_CHOICES)}, got {self.encoder!r}")
         if self.device.split(":", 1)[0] not in DEVICE_CHOICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("data_options", "encoder_options", "method_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping of option names to values")

@@ -26,7 +26,7 @@ import torch
 from metanlp.data.episodes import EpisodeSampler, load_episodes
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode, TextDataset
-from metanlp.device import resolve_device
+from metanlp.device import precision_context, resolve_device
 from metanlp.encoders import Encoder, build_encoder
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.evaluation import EvaluationResult, evaluate
@@ -170,7 +170,8 @@ def run_training(
     steps = config.train_steps if method.learns_across_tasks else 0
     for step in range(1, steps + 1):
         check_stop()
-        metrics = method.train_step(train_sampler.sample())
+        with precision_context(device, config.precision):
+            metrics = method.train_step(train_sampler.sample())
         for inner_event in inner_step_events(step, metrics):
             record(inner_event)
         lr = method.optimizer().param_groups[0]["lr"] if method.trainable_parameters() else 0.0
@@ -199,7 +200,8 @@ def run_training(
         def on_episode(index: int, _record: dict) -> None:
             emit({"event": "progress", "stage": "evaluate", "done": index + 1, "total": total})
 
-        evaluation = evaluate(method, test_episodes, on_episode=on_episode, should_stop=stop)
+        with precision_context(device, config.precision):
+            evaluation = evaluate(method, test_episodes, on_episode=on_episode, should_stop=stop)
         check_stop()
         emit({"event": "evaluation", **evaluation.to_dict(include_episodes=False)})
     return RunResult(method=method, evaluation=evaluation, history=history, seconds=time.perf_counter() - started)
