@@ -11,7 +11,6 @@ from typing import Any
 from metanlp.device import DEVICE_CHOICES
 from metanlp.encoders import ENCODER_CHOICES
 
-
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
