@@ -36,7 +36,8 @@ def describe_device(device: torch.device | str) -> str:
         return f"CUDA GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "Apple MPS GPU"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

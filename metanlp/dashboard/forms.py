@@ -1,0 +1,270 @@
+"""Form validation for the dashboard: every problem becomes a message tied to one field.
+
+The library already knows what is wrong (``ConfigError``, ``OptionError``, ``DataError`` carry
+user-facing messages); this module decides *which field* each message belongs beside, and keeps
+uploads inside the runs folder under a content-hash name, so a file name can never pick a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metanlp.data.errors import DataError
+from metanlp.data.registry import examples_for_split
+from metanlp.data.types import TextDataset
+from metanlp.device import resolve_device
+from metanlp.engine.config import ConfigError, RunConfig
+from metanlp.methods.options import OptionError, build_options
+from metanlp.methods.registry import get_method_class
+
+GENERAL = "general"  # messages that belong to no single field
+UPLOAD_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
+UPLOADS_FOLDER = "uploads"
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+LIVE_MIN_CLASSES, LIVE_MAX_CLASSES = 2, 5
+LIVE_MIN_EXAMPLES, LIVE_MAX_EXAMPLES = 2, 20
+LIVE_MAX_CHARS = 300
+
+
+def option_field(name: str) -> str:
+    """Form key of a method option, kept apart from run settings of the same name."""
+    return f"option:{name}"
+
+
+@dataclass
+class FormResult:
+    """A validated config, or the messages to show, keyed by form field."""
+
+    config: RunConfig | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.config is not None and not self.errors
+
+
+def config_error_field(message: str) -> str:
+    """The RunConfig field a ``ConfigError`` message is about (messages start with its name)."""
+    if message.startswith("dataset 'user' needs data_file"):
+        return "data_file"
+    for name in sorted(CONFIG_FIELDS, key=len, reverse=True):
+        if re.match(rf"{name}\b", message):
+            return name
+    return GENERAL
+
+
+def option_error_field(message: str) -> str:
+    """The method option an ``OptionError`` names, as a form key (``option:<name>``)."""
+    match = re.search(r"option '(\w+)'", message)
+    if match:
+        return option_field(match.group(1))
+    return "method" if message.startswith("unknown method") else GENERAL
+
+
+# ----------------------------------------------------------------- method options as widgets
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How to draw one method option: kind is bool, int, float, choice or text."""
+
+    name: str
+    kind: str
+    default: Any
+    choices: tuple[str, ...] = ()
+
+
+def _choices_of(options_class: type, name: str) -> tuple[str, ...]:
+    """Ask the option's own ``validate()`` which values it allows (``check_choice`` lists them)."""
+    options = options_class()
+    setattr(options, name, "\0not-a-choice")
+    try:
+        options.validate()
+    except OptionError as error:
+        match = re.match(rf"option '{re.escape(name)}' must be one of (.+); got", str(error))
+        if match:
+            return tuple(choice.strip() for choice in match.group(1).split(","))
+    except Exception:  # noqa: BLE001 - a validate() that cannot handle a wrong type has no choices to tell
+        return ()
+    return ()
+
+
+def option_specs(method: str) -> list[OptionSpec]:
+    """Widget descriptions for every option of a method, from its ``Options`` dataclass."""
+    options_class = get_method_class(method).Options
+    defaults = options_class()
+    specs = []
+    for option in dataclasses.fields(options_class):
+        value = getattr(defaults, option.name)
+        if isinstance(value, bool):
+            specs.append(OptionSpec(option.name, "bool", value))
+        elif isinstance(value, int):
+            specs.append(OptionSpec(option.name, "int", value))
+        elif isinstance(value, float):
+            specs.append(OptionSpec(option.name, "float", value))
+        else:
+            choices = _choices_of(options_class, option.name) if isinstance(value, str) else ()
+            specs.append(OptionSpec(option.name, "choice" if choices else "text", value, choices))
+    return specs
+
+
+def float_step(value: float) -> float:
+    """A widget step of about a tenth of the value's order of magnitude (1e-4 → 1e-5)."""
+    if value == 0:
+        return 0.01
+    exponent = int(f"{abs(value):e}".split("e")[1])
+    return 10.0 ** (exponent - 1)
+
+
+def float_format(value: float) -> str:
+    return "%.2e" if value and (abs(value) < 1e-2 or abs(value) >= 1e4) else "%.4f"
+
+
+# ----------------------------------------------------------------- run form
+
+
+def _split_for_field(dataset: TextDataset, split: str, n_way: int, k_shot: int, n_query: int) -> tuple[str, str] | None:
+    """(field, message) when ``split`` cannot give N-way K-shot episodes with Q queries, else None."""
+    counts = Counter(example.label for example in examples_for_split(dataset, split))
+    needed = k_shot + n_query
+    if len(counts) < n_way:
+        names = "meta-train" if split == "train" else "meta-test" if split == "test" else split
+        return "n_way", (
+            f"The {names} classes of '{dataset.name}' number {len(counts)}, fewer than N = {n_way}. "
+            f"Choose N ≤ {len(counts)}."
+        )
+    big_enough = sorted((count for count in counts.values() if count >= needed), reverse=True)
+    if len(big_enough) < n_way:
+        available = sorted(counts.values(), reverse=True)[n_way - 1]  # examples of the N-th largest class
+        shortfall = (
+            f"Each of the {n_way} classes needs K + queries = {needed} examples, but in the {split} split of "
+            f"'{dataset.name}' only {len(big_enough)} classes have that many."
+        )
+        if available - n_query >= 1:
+            return "k_shot", f"{shortfall} With {n_query} queries, K can be at most {available - n_query}."
+        return "n_query", f"{shortfall} Use at most {available - 1} queries per class (with K = 1), or a smaller N."
+    return None
+
+
+def validate_run_form(values: dict[str, Any], dataset: TextDataset | None) -> FormResult:
+    """Build and check a ``RunConfig`` from the Train form; messages are keyed by form field.
+
+    ``values`` holds RunConfig fields; ``dataset`` is the loaded dataset (None when it could not
+    be loaded; its error is then shown by the caller). Checks, in order: run settings, the method's
+    options, the device, then whether the dataset can supply the episodes asked for.
+    """
+    result = FormResult()
+    try:
+        config = RunConfig.from_dict(values).validate()
+    except ConfigError as error:
+        result.errors[config_error_field(str(error))] = str(error)
+        return result
+    except TypeError as error:  # a widget handed over a value of the wrong kind
+        result.errors[GENERAL] = str(error)
+        return result
+    try:
+        build_options(get_method_class(config.method).Options, config.method_options)
+    except OptionError as error:
+        result.errors[option_error_field(str(error))] = str(error)
+    try:
+        resolve_device(config.device)
+    except ValueError as error:
+        result.errors["device"] = str(error)
+    if dataset is not None:
+        splits = (["train"] if config.train_steps else []) + (["test"] if config.eval_episodes else [])
+        for split in splits:
+            problem = _split_for_field(dataset, split, config.n_way, config.k_shot, config.n_query)
+            if problem and problem[0] not in result.errors:
+                result.errors[problem[0]] = problem[1]
+    if not result.errors:
+        result.config = config
+    return result
+
+
+def default_attention_text(dataset: TextDataset) -> str:
+    """A meta-test sentence whose attention the run snapshots (the first one, for repeatability)."""
+    examples = examples_for_split(dataset, "test") or dataset.examples
+    return examples[0].text[:1000] if examples else ""
+
+
+# ----------------------------------------------------------------- uploads
+
+
+def upload_size_error(size: int, limit_bytes: int) -> str | None:
+    """Message when an upload is over the limit (checked in code too, not only by Streamlit)."""
+    if size > limit_bytes:
+        return (
+            f"The file is {size / 2**20:.1f} MB, over the {limit_bytes / 2**20:g} MB limit. "
+            "Upload a smaller sample, e.g. fewer examples per class."
+        )
+    return None
+
+
+def upload_extension(filename: str) -> str:
+    """The file's extension if it is one we read, else ``DataError`` (never a path component)."""
+    suffix = Path(filename or "").suffix.lower()
+    if suffix not in UPLOAD_EXTENSIONS:
+        raise DataError(
+            f"Files of type '{suffix or 'none'}' cannot be used; upload a {', '.join(UPLOAD_EXTENSIONS)} file."
+        )
+    return suffix
+
+
+def save_upload(root: str | Path, data: bytes, filename: str) -> Path:
+    """Store an accepted upload as ``<root>/uploads/<sha256>.<ext>`` and return its path.
+
+    The name comes from the content hash and a whitelisted extension only, so nothing in the
+    user's file name can reach outside the runs folder; the same file is stored once.
+    """
+    uploads = (Path(root) / UPLOADS_FOLDER).resolve()
+    path = uploads / f"{hashlib.sha256(data).hexdigest()[:32]}{upload_extension(filename)}"
+    if path.parent != uploads:  # cannot happen with a hex name, but keep the guarantee explicit
+        raise DataError("The upload could not be stored inside the runs folder.")
+    uploads.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        temporary = path.with_suffix(path.suffix + ".part")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    return path
+
+
+# ----------------------------------------------------------------- live adaptation form
+
+
+def parse_examples(text: str) -> list[str]:
+    """One example per non-empty line, whitespace tidied, repeats removed."""
+    return list(dict.fromkeys(" ".join(line.split()) for line in (text or "").splitlines() if line.strip()))
+
+
+def validate_live_classes(names: list[str], examples: list[list[str]]) -> dict[str, str]:
+    """Messages keyed ``name:<i>`` / ``examples:<i>`` (or ``general``) for the Live adaptation form."""
+    errors: dict[str, str] = {}
+    if not LIVE_MIN_CLASSES <= len(names) <= LIVE_MAX_CLASSES:
+        errors[GENERAL] = f"Give between {LIVE_MIN_CLASSES} and {LIVE_MAX_CLASSES} classes, not {len(names)}."
+    seen: set[str] = set()
+    for index, (name, texts) in enumerate(zip(names, examples, strict=True)):
+        name = name.strip()
+        if not name:
+            errors[f"name:{index}"] = "Give this class a name."
+        elif name.lower() in seen:
+            errors[f"name:{index}"] = f"The name '{name}' is used twice; class names must differ."
+        elif len(name) > 60:
+            errors[f"name:{index}"] = "Keep class names under 60 characters."
+        seen.add(name.lower())
+        if len(texts) < LIVE_MIN_EXAMPLES:
+            errors[f"examples:{index}"] = (
+                f"Give at least {LIVE_MIN_EXAMPLES} example sentences, one per line "
+                "(the last one is held out to measure the query loss)."
+            )
+        elif len(texts) > LIVE_MAX_EXAMPLES:
+            errors[f"examples:{index}"] = f"Give at most {LIVE_MAX_EXAMPLES} example sentences."
+        elif any(len(text) > LIVE_MAX_CHARS for text in texts):
+            errors[f"examples:{index}"] = f"Keep each sentence under {LIVE_MAX_CHARS} characters."
+    return errors

@@ -1,0 +1,154 @@
+"""Session-state keys and the resources pages share, loaded once per dashboard process.
+
+Everything heavy (the pretrained encoder, the run manager and its worker processes, reloaded
+run checkpoints) lives in ``st.cache_resource``; pages call these functions instead of building
+their own. The run manager is cached per runs folder, so ``METANLP_RUNS_DIR`` decides the store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from metanlp.encoders import Encoder, build_encoder
+from metanlp.methods.base import Method
+from metanlp.runs.manager import RunManager
+from metanlp.runs.store import RunStore, default_runs_dir
+
+# ----------------------------------------------------------------- st.session_state keys
+SELECTED_RUNS = "runs_selected"  # run ids shown on the Runs page
+RUNS_SMOOTHING = "runs_smoothing"  # running-mean window of the Runs page's curves
+RUNS_QUERY_SEEN = "runs_query_seen"  # the ?run= ids already applied to the selection
+LAST_LAUNCHED = "train_last_launched"  # id of the run the Train page just queued
+LIVE_RESULT = "live_result"  # AdaptationResult of the last Adapt click
+LIVE_CLASS_COUNT = "live_class_count"
+LIVE_ORIGIN = "live_origin"  # adapt a fresh method, or a finished run's trained one
+LIVE_FILL_ERROR = "live_fill_error"  # message when classes could not be drawn from a dataset
+LIVE_SENTENCES = "live_sentences"  # new sentences to classify
+LIVE_NAME_PREFIX = "live_name_"  # + class index: text inputs of class names
+LIVE_EXAMPLES_PREFIX = "live_examples_"  # + class index: text areas of examples
+EPISODE_SEED = "episodes_seed"
+ATTENTION_SOURCE = "attention_source"
+BASE_MODEL = "Pretrained MiniLM (no training)"
+
+PRELOAD_ENV = "METANLP_PRELOAD_ENCODERS"  # which encoders the run workers load while idle
+
+
+def runs_root() -> Path:
+    return default_runs_dir().resolve()
+
+
+@st.cache_resource(show_spinner=False)
+def _store_for(root: str) -> RunStore:
+    return RunStore(root)
+
+
+def _shutdown(manager: RunManager) -> None:
+    manager.shutdown(timeout=2.0)  # then busy workers are terminated; their runs are marked failed
+
+
+def preloaded_encoders() -> tuple[str, ...]:
+    """Encoders the workers load while idle: ``$METANLP_PRELOAD_ENCODERS`` (comma-separated), else MiniLM.
+
+    Preloading makes a MiniLM run's first loss point come in seconds; an empty value skips it
+    (tests, or machines that only train from-scratch encoders).
+    """
+    configured = os.environ.get(PRELOAD_ENV)
+    if configured is None:
+        return ("minilm",)
+    return tuple(name.strip() for name in configured.split(",") if name.strip())
+
+
+_MAIN_SWAP_LOCK = threading.Lock()
+
+
+@contextmanager
+def _neutral_main() -> Iterator[None]:
+    """Hide Streamlit's page module from ``multiprocessing`` while a worker process starts.
+
+    Streamlit installs each page as ``__main__`` with the page's ``__file__``; a spawned child
+    would re-run that page while bootstrapping (and fail starting processes of its own). A bare
+    ``__main__`` without a file tells ``multiprocessing`` there is nothing to re-run.
+    """
+    with _MAIN_SWAP_LOCK:
+        page_main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if page_main is not None:
+                sys.modules["__main__"] = page_main
+
+
+class DashboardRunManager(RunManager):
+    """A ``RunManager`` whose workers start cleanly from inside a Streamlit script."""
+
+    def _start(self, slot: int) -> None:
+        with _neutral_main():
+            super()._start(slot)
+
+
+@st.cache_resource(show_spinner=False, on_release=_shutdown)
+def _manager_for(root: str) -> RunManager:
+    return DashboardRunManager(_store_for(root), preload=preloaded_encoders())
+
+
+def release_run_managers() -> None:
+    """Shut down every cached run manager and its workers (tests; the app itself never needs it)."""
+    _manager_for.clear()
+    _store_for.clear()
+
+
+def run_store() -> RunStore:
+    """The run store of the current runs folder (SQLite; safe to share across sessions)."""
+    return _store_for(str(runs_root()))
+
+
+def run_manager() -> RunManager:
+    """The run manager of the current runs folder; it starts the worker processes."""
+    return _manager_for(str(runs_root()))
+
+
+@st.cache_resource(show_spinner="Loading the pretrained MiniLM encoder…")
+def pretrained_encoder() -> Encoder:
+    """all-MiniLM-L6-v2 on CPU, frozen: shared read-only by every session's live features."""
+    encoder = build_encoder("minilm")
+    encoder.set_trainable_layers(0)
+    return encoder.eval()
+
+
+@st.cache_resource(show_spinner="Loading the run's checkpoint…", max_entries=2)
+def run_method(root: str, run_id: str, finished_at: float | None) -> Method:
+    """A finished run's trained method, on CPU (``finished_at`` keys the cache to that result)."""
+    from metanlp.engine.checkpoint import load_method
+
+    del finished_at  # only part of the cache key
+    method = load_method(_store_for(root).checkpoint_dir(run_id), "cpu")
+    return method.eval()
+
+
+def run_is_active(run_id: str) -> bool:
+    """True while a run is queued or running (pages refresh their live parts only then)."""
+    try:
+        return run_store().get_run(run_id).status in ("queued", "running")
+    except ValueError:
+        return False
+
+
+def available_devices() -> list[str]:
+    """Device choices this machine can honour: auto and cpu, plus cuda / mps where present."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices

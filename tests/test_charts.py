@@ -1,0 +1,433 @@
+"""The dashboard's pure helpers: figures, form validation, run progress, live adaptation, episodes.
+
+Everything here runs without Streamlit; the encoders are the tiny from-scratch one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metanlp.dashboard import charts, forms, run_view
+from metanlp.dashboard.attention import (
+    MEAN_OVER_HEADS,
+    compare_attention,
+    encoder_was_frozen,
+    initial_encoder,
+    select_map,
+    task_sentences,
+)
+from metanlp.dashboard.episode_view import inspect_episode
+from metanlp.dashboard.live import (
+    adapt_live,
+    build_live_episode,
+    class_probabilities,
+    live_method_names,
+    live_options,
+    probability_column,
+)
+from metanlp.dashboard.text import plain_markdown, plot_text
+from metanlp.data.errors import DataError
+from metanlp.data.registry import load_dataset
+from tests.conftest import TINY_ENCODER
+
+
+def metrics_frame(steps: int = 4, inner: int = 0) -> pd.DataFrame:
+    rows = []
+    for step in range(1, steps + 1):
+        for inner_step in range(1, inner + 1):
+            rows.append({"step": step, "phase": "inner", "inner_step": inner_step, "support_loss": 2.0 - 0.1 * inner_step})
+        rows.append({
+            "step": step, "phase": "train", "inner_step": math.nan, "support_loss": 1.0 / step,
+            "query_loss": 2.0 / step, "query_accuracy": 0.1 * step,
+        })
+    return pd.DataFrame(rows)
+
+
+def trace_values(trace, axis: str) -> list[float]:
+    return list(np.asarray(getattr(trace, axis), dtype=float))
+
+
+# ----------------------------------------------------------------- figures
+
+
+def test_training_curves_of_one_run_draw_each_metric_once():
+    figure = charts.training_curves({"run a": metrics_frame()})
+    by_name = {trace.name: trace for trace in figure.data}
+    assert set(by_name) == {"support loss", "query loss", "query accuracy"}
+    assert trace_values(by_name["query loss"], "y") == [2.0, 1.0, 2 / 3, 0.5]
+    assert trace_values(by_name["query accuracy"], "x") == [1, 2, 3, 4]
+    assert by_name["query accuracy"].xaxis == "x2"  # the right-hand panel
+    colours = {trace.line.color for trace in figure.data}
+    assert len(colours) == 3  # one run: metrics told apart by colour
+
+
+def test_training_curves_add_a_running_mean_when_smoothing():
+    figure = charts.training_curves({"run": metrics_frame(steps=4)}, smoothing=2)
+    by_name = {trace.name: trace for trace in figure.data}
+    smoothed = by_name["query loss (mean of 2)"]
+    assert trace_values(smoothed, "y") == pytest.approx([2.0, 1.5, 5 / 6, 7 / 12])
+    assert by_name["query loss"].opacity == 0.3 and "query accuracy (mean of 2)" in by_name
+
+
+def test_training_curves_place_inner_steps_between_outer_steps():
+    figure = charts.training_curves({"maml": metrics_frame(steps=2, inner=3)})
+    inner = next(trace for trace in figure.data if trace.name == "support loss (inner)")
+    assert trace_values(inner, "x") == [0.25, 0.5, 0.75, 1.25, 1.5, 1.75]
+    assert inner.line.dash == "dot"
+    train = next(trace for trace in figure.data if trace.name == "support loss")
+    assert train.line.dash == "dash"
+
+
+def test_training_curves_compare_runs_by_colour_and_escape_labels():
+    validation = pd.DataFrame({"step": [2, 4], "query_accuracy": [0.3, 0.4], "ci95": [0.05, 0.04]})
+    figure = charts.training_curves(
+        {"<b>first</b>": metrics_frame(), "second": metrics_frame(3)}, {"second": validation}
+    )
+    names = [trace.name for trace in figure.data]
+    assert "&lt;b&gt;first&lt;/b&gt;: query loss" in names and "second: query loss" in names
+    assert not any("<b>" in name for name in names)
+    first = next(trace for trace in figure.data if trace.name.endswith("first&lt;/b&gt;: query loss"))
+    second = next(trace for trace in figure.data if trace.name == "second: query loss")
+    assert first.line.color != second.line.color
+    checks = next(trace for trace in figure.data if trace.name == "second: validation accuracy")
+    assert trace_values(checks, "y") == [0.3, 0.4] and checks.marker.symbol == "diamond"
+
+
+def test_training_curves_accept_runs_without_steps():
+    figure = charts.training_curves({"empty": pd.DataFrame(columns=["step", "phase"])})
+    assert len(figure.data) == 0
+
+
+def test_attention_heatmap_keeps_repeated_tokens_and_orders_rows_top_down():
+    tokens = ["[CLS]", "the", "cat", "the", "<b>", "[SEP]"]
+    weights = np.random.default_rng(0).dirichlet(np.ones(6), size=6)
+    figure = charts.attention_heatmap(tokens, weights, "layer 1")
+    heatmap = figure.data[0]
+    assert np.allclose(np.asarray(heatmap.z, dtype=float), weights)
+    assert list(figure.layout.xaxis.ticktext) == ["[CLS]", "the", "cat", "the", "&lt;b&gt;", "[SEP]"]
+    assert figure.layout.yaxis.autorange == "reversed"
+    assert heatmap.zmin == 0.0
+
+
+def test_attention_pair_shares_one_colour_scale():
+    before, after = np.full((3, 3), 1 / 3), np.eye(3)
+    figure = charts.attention_pair(["a", "b", "c"], before, after, ("before", "after"))
+    assert [trace.coloraxis for trace in figure.data] == ["coloraxis", "coloraxis"]
+    assert figure.layout.coloraxis.cmax == 1.0
+    assert [note.text for note in figure.layout.annotations] == ["before", "after"]
+    assert figure.layout.yaxis2.scaleanchor == "x2"
+
+
+def test_difference_heatmap_is_centred_on_zero():
+    difference = np.array([[0.2, -0.5], [0.1, 0.0]])
+    heatmap = charts.attention_heatmap(["a", "b"], difference, difference=True).data[0]
+    assert heatmap.zmin == -0.5 and heatmap.zmax == 0.5 and heatmap.zmid == 0.0
+
+
+def test_attention_heatmap_rejects_a_shape_that_does_not_match_the_tokens():
+    with pytest.raises(ValueError, match="do not match 3 tokens"):
+        charts.attention_heatmap(["a", "b", "c"], np.ones((2, 2)))
+
+
+def test_pca_preserves_distances_of_points_on_a_plane():
+    rng = np.random.default_rng(0)
+    plane = rng.normal(size=(30, 2)) * [3.0, 1.0]
+    basis, _ = np.linalg.qr(rng.normal(size=(8, 2)))  # orthonormal 8 × 2
+    points = plane @ basis.T + 5.0
+    projected = charts.pca_2d(points)
+
+    def distances(x: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(x[:, None] - x[None], axis=-1)
+
+    assert projected.shape == (30, 2)
+    assert np.allclose(distances(projected), distances(plane), atol=1e-8)
+    assert projected[:, 0].var() > projected[:, 1].var()  # first component carries most variance
+    assert np.allclose(charts.pca_2d(points), projected)  # signs are fixed: no flipping
+
+
+def test_pca_of_a_single_direction_pads_with_zeros():
+    projected = charts.pca_2d(np.array([[1.0], [2.0], [4.0]]))
+    assert projected.shape == (3, 2) and np.allclose(projected[:, 1], 0.0)
+    with pytest.raises(ValueError):
+        charts.pca_2d(np.zeros((0, 3)))
+
+
+def test_embedding_scatter_rings_wrong_queries():
+    points = pd.DataFrame({
+        "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0],
+        "kind": ["support", "query", "query", "prototype"], "label": [0, 0, 0, 0],
+        "text": ["a", "b", "c", "prototype"], "correct": [True, True, False, True],
+    })
+    figure = charts.embedding_scatter(points, ["greeting"])
+    queries = next(trace for trace in figure.data if trace.name == "greeting · query")
+    assert list(queries.marker.line.width) == [0, 3]
+    assert {trace.marker.symbol for trace in figure.data} == {"circle", "x", "star"}
+
+
+def test_adaptation_curve_and_probability_bars():
+    steps = [{"inner_step": i, "support_loss": 1 / i, "query_loss": 2 / i} for i in range(1, 4)]
+    figure = charts.adaptation_curve(steps)
+    assert [trace.name for trace in figure.data] == ["support loss", "query loss"]
+    bars = charts.probability_bars(["a", "b", "c"], [0.2, 0.5, 0.3]).data[0]
+    assert list(bars.y) == ["a", "c", "b"]  # ascending, so the likeliest is drawn on top
+
+
+# ----------------------------------------------------------------- text
+
+
+def test_plain_markdown_escapes_every_markup_character():
+    text = "[click](javascript:alert(1)) **bold** :red[x] $x$ <b>"
+    escaped = plain_markdown(text)
+    assert escaped.replace("\\", "") == text
+    for character in "[]()*:$<>":
+        assert f"\\{character}" in escaped
+    assert plot_text("<a href='x'>") == "&lt;a href='x'&gt;"
+
+
+# ----------------------------------------------------------------- forms
+
+
+def valid_values(**changes) -> dict:
+    values = {
+        "method": "protonet", "dataset": "reuters", "n_way": 5, "k_shot": 1, "n_query": 5,
+        "train_steps": 10, "eval_episodes": 5, "encoder": "scratch", "seed": 0, "device": "cpu",
+        "method_options": {},
+    }
+    return values | changes
+
+
+def test_config_errors_are_tied_to_their_fields():
+    assert forms.config_error_field("n_way must be between 2 and 100, got 1") == "n_way"
+    assert forms.config_error_field("eval_seed must be a whole number, got 'x'") == "eval_seed"
+    assert forms.config_error_field("seed must be between 0 and 2147483647, got -1") == "seed"
+    assert forms.config_error_field("dataset 'user' needs data_file: the path") == "data_file"
+    assert forms.config_error_field("something else entirely") == forms.GENERAL
+    assert forms.option_error_field("option 'lr' must be in [1e-07, 1.0], got 5.0") == "option:lr"
+
+
+def test_valid_form_gives_a_config():
+    result = forms.validate_run_form(valid_values(), load_dataset("reuters"))
+    assert result.ok and result.config.dataset == "reuters" and result.config.k_shot == 1
+
+
+def test_k_shot_too_large_names_the_largest_k_that_fits():
+    dataset = load_dataset("reuters")
+    result = forms.validate_run_form(valid_values(k_shot=40), dataset)
+    assert not result.ok and set(result.errors) == {"k_shot"}
+    largest = int(result.errors["k_shot"].split("K can be at most ")[1].rstrip("."))
+    assert forms.validate_run_form(valid_values(k_shot=largest), dataset).ok
+    assert not forms.validate_run_form(valid_values(k_shot=largest + 1), dataset).ok
+
+
+def test_too_many_queries_are_reported_on_the_queries_field():
+    dataset = load_dataset("reuters")
+    result = forms.validate_run_form(valid_values(n_query=60), dataset)
+    assert set(result.errors) == {"n_query"}
+    most = int(result.errors["n_query"].split("Use at most ")[1].split(" ")[0])
+    assert forms.validate_run_form(valid_values(n_query=most), dataset).ok
+
+
+def test_too_many_classes_and_bad_settings_go_to_their_fields():
+    dataset = load_dataset("reuters")  # 11 meta-test classes
+    assert set(forms.validate_run_form(valid_values(n_way=12), dataset).errors) == {"n_way"}
+    assert set(forms.validate_run_form(valid_values(n_way=1), dataset).errors) == {"n_way"}
+    assert set(forms.validate_run_form(valid_values(device="tpu"), dataset).errors) == {"device"}
+    bad_option = forms.validate_run_form(valid_values(method_options={"lr": 5.0}), dataset)
+    assert set(bad_option.errors) == {"option:lr"}
+
+
+def test_option_specs_describe_widgets_generically():
+    specs = {spec.name: spec for spec in forms.option_specs("protonet")}
+    assert specs["distance"].kind == "choice" and set(specs["distance"].choices) == {"euclidean", "cosine"}
+    assert specs["finetune"].kind == "choice" and "frozen" in specs["finetune"].choices
+    assert specs["lr"].kind == "float" and specs["learn_scale"].kind == "bool" and specs["top_k"].kind == "int"
+    assert forms.float_step(1e-4) == pytest.approx(1e-5) and forms.float_step(0.0) == 0.01
+
+
+def test_uploads_are_stored_by_content_inside_the_runs_folder(tmp_path):
+    data = b"text,label\nhi,greet\n"
+    first = forms.save_upload(tmp_path, data, "../../outside/evil.CSV")
+    assert first.parent == (tmp_path / "uploads").resolve() and first.suffix == ".csv"
+    assert first.read_bytes() == data
+    assert forms.save_upload(tmp_path, data, "other-name.csv") == first  # same bytes, one file
+    assert len(list((tmp_path / "uploads").iterdir())) == 1
+    with pytest.raises(DataError, match="cannot be used"):
+        forms.save_upload(tmp_path, data, "model.pkl")
+    assert forms.upload_size_error(10, 10) is None
+    assert "over the 1 MB limit" in forms.upload_size_error(2**20 + 1, 2**20)
+
+
+def test_live_form_checks_names_and_examples():
+    assert forms.parse_examples(" a  b \n\n a b\nc ") == ["a b", "c"]
+    ok = forms.validate_live_classes(["x", "y"], [["1", "2"], ["3", "4"]])
+    assert ok == {}
+    errors = forms.validate_live_classes(["x", "X", ""], [["1", "2"], ["3"], ["4", "5"]])
+    assert set(errors) == {"name:1", "examples:1", "name:2"}
+    assert "general" in forms.validate_live_classes(["x"], [["1", "2"]])
+
+
+# ----------------------------------------------------------------- run view
+
+
+class Record:
+    def __init__(self, status="running", started_at=100.0, progress=None, config=None):
+        self.id, self.name, self.status, self.started_at = "0123456789ab", "", status, started_at
+        self.progress, self.config = progress or {}, config or {"method": "protonet", "dataset": "sst2"}
+        self.created_at, self.evaluation = 50.0, None
+
+
+def test_run_ids_are_validated_before_use():
+    assert run_view.is_run_id("0123456789ab")
+    assert not run_view.is_run_id("../0123456789") and not run_view.is_run_id("0123456789AB")
+    assert run_view.clean_run_ids(["0123456789ab", "..", "0123456789ab", None]) == ["0123456789ab"]
+
+
+def test_progress_and_eta_per_stage():
+    training = run_view.run_progress(Record(progress={"stage": "train", "done": 25, "total": 100}), now=110.0)
+    assert training.fraction == 0.25 and training.eta_seconds == pytest.approx(30.0)
+    assert "step 25 of 100" in training.text
+    evaluating = run_view.run_progress(
+        Record(progress={"stage": "evaluate", "done": 10, "total": 40}), train_seconds=8.0, now=113.0
+    )
+    assert evaluating.fraction == 0.25 and evaluating.eta_seconds == pytest.approx(15.0)
+    assert run_view.run_progress(Record(status="queued", started_at=None)).text == "waiting in the queue"
+    assert run_view.run_progress(Record(status="done")).fraction == 1.0
+    assert run_view.run_progress(Record(progress={}), now=101.0).eta_seconds is None
+
+
+def test_live_view_refreshes_fast_only_while_runs_are_new():
+    assert run_view.refresh_seconds([Record(status="done")]) is None
+    assert run_view.refresh_seconds([Record(status="queued", started_at=None)]) == run_view.FAST_REFRESH_SECONDS
+    assert run_view.refresh_seconds([Record(started_at=100.0)], now=105.0) == run_view.FAST_REFRESH_SECONDS
+    assert run_view.refresh_seconds([Record(started_at=100.0)], now=200.0) == run_view.REFRESH_SECONDS
+
+
+def test_durations_read_naturally():
+    assert run_view.format_duration(42.4) == "42 s"
+    assert run_view.format_duration(185) == "3 min 05 s"
+    assert run_view.format_duration(3720) == "1 h 02 min"
+    assert run_view.format_duration(None) == "—"
+
+
+def test_metric_summaries_and_downloads():
+    frame = metrics_frame(steps=3, inner=2)
+    frame["elapsed"] = np.arange(len(frame), dtype=float)
+    assert run_view.training_seconds(frame) == float(len(frame) - 1)
+    assert run_view.latest_values(frame) == {
+        "step": 3.0, "support_loss": pytest.approx(1 / 3), "query_loss": pytest.approx(2 / 3), "query_accuracy": pytest.approx(0.3)
+    }
+    csv = run_view.metrics_csv(frame).decode()
+    assert csv.splitlines()[0].startswith("step,phase,inner_step") and len(csv.splitlines()) == len(frame) + 1
+    table = run_view.runs_table([Record(status="done")])
+    assert table.loc[0, "method"] == "protonet" and table.loc[0, "id"] == "0123456789ab"
+
+
+# ----------------------------------------------------------------- live adaptation and episodes
+
+
+@pytest.fixture()
+def frozen_tiny(tiny_encoder):
+    tiny_encoder.set_trainable_layers(0)
+    return tiny_encoder.eval()
+
+
+LIVE_NAMES = ["weather", "music"]
+LIVE_EXAMPLES = [
+    ["will it rain", "is it sunny", "how cold is it"],
+    ["play jazz", "next song please", "louder music"],
+]
+
+
+def test_live_episode_holds_out_the_last_example_of_each_class():
+    episode = build_live_episode(LIVE_NAMES, LIVE_EXAMPLES)
+    assert episode.support_texts == ["will it rain", "is it sunny", "play jazz", "next song please"]
+    assert episode.support_labels == [0, 0, 1, 1]
+    assert episode.query_texts == ["how cold is it", "louder music"] and episode.query_labels == [0, 1]
+
+
+def test_live_methods_and_their_options():
+    names = live_method_names()
+    assert names[:2] == ["protonet", "finetune"]
+    assert live_options("protonet") == {"finetune": "frozen"}
+    assert live_options("finetune", tune_top_layer=True)["finetune"] == "top"
+
+
+def test_live_adaptation_reports_steps_and_probabilities(frozen_tiny):
+    episode = build_live_episode(LIVE_NAMES, LIVE_EXAMPLES)
+    seen = []
+    result = adapt_live("finetune", frozen_tiny, episode, live_options("finetune"), on_step=seen.append)
+    assert len(result.steps) == len(seen) == live_options("finetune")["adapt_steps"]
+    assert result.steps[-1]["support_loss"] < result.steps[0]["support_loss"]  # the head learns the support set
+    table = class_probabilities(result, ["is it going to rain", "play a song"])
+    probabilities = table[[probability_column(name) for name in LIVE_NAMES]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert list(table["predicted"]) == [LIVE_NAMES[i] for i in probabilities.argmax(axis=1)]
+    assert result.encoder_after is frozen_tiny  # frozen: nothing was copied or changed
+
+
+def test_tuning_the_top_layer_leaves_the_shared_encoder_untouched(frozen_tiny):
+    before = {key: value.clone() for key, value in frozen_tiny.state_dict().items()}
+    episode = build_live_episode(LIVE_NAMES, LIVE_EXAMPLES)
+    result = adapt_live("finetune", frozen_tiny, episode, live_options("finetune", tune_top_layer=True))
+    assert result.encoder_after is not frozen_tiny
+    assert frozen_tiny.is_frozen()
+    assert all(torch.equal(before[key], value) for key, value in frozen_tiny.state_dict().items())
+    comparison = compare_attention(result.encoder_before, result.encoder_after, "will it rain today")
+    assert not comparison.identical  # the top layer's attention moved
+
+
+def test_attention_helpers(frozen_tiny):
+    comparison = compare_attention(frozen_tiny, frozen_tiny, "hello there")
+    assert comparison.identical and comparison.tokens[0] == "[CLS]"
+    layers, heads, length, _ = comparison.before.shape
+    assert (layers, heads) == (TINY_ENCODER["num_layers"], TINY_ENCODER["num_heads"])
+    mean = select_map(comparison.before, 0, MEAN_OVER_HEADS)
+    assert np.allclose(mean, comparison.before[0].mean(axis=0)) and np.allclose(mean.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(select_map(comparison.before, 0, 1), comparison.before[0, 1])
+
+
+def test_initial_encoder_rebuilds_a_scratch_run_start():
+    from metanlp.engine.training import EncoderPool
+
+    config = {"encoder": "scratch", "encoder_options": TINY_ENCODER, "seed": 7}
+    rebuilt, original = initial_encoder(config), EncoderPool().get("scratch", TINY_ENCODER, 7)
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), original.state_dict().values(), strict=True))
+
+
+def test_frozen_encoder_is_recognised_from_the_config():
+    assert encoder_was_frozen({"method": "protonet", "encoder": "minilm", "method_options": {"finetune": "frozen"}})
+    assert not encoder_was_frozen({"method": "protonet", "encoder": "scratch", "method_options": {"finetune": "full"}})
+    assert encoder_was_frozen({"method": "protonet", "encoder": "minilm", "method_options": {"finetune": "auto"}})
+    assert not encoder_was_frozen({"method": "protonet", "encoder": "scratch", "method_options": {"finetune": "auto"}})
+
+
+def test_task_sentences_never_read_user_files_outside_the_uploads(tmp_path):
+    builtin = task_sentences({"dataset": "reuters", "attention_text": "first sentence"}, limit=5)
+    assert builtin[0] == "first sentence" and len(builtin) == 5
+    outside = tmp_path / "secret.csv"
+    outside.write_text("text,label\n" + "\n".join(f"s{i},c{i % 2}" for i in range(10)))
+    config = {"dataset": "user", "data_file": str(outside), "attention_text": "only this"}
+    assert task_sentences(config, str(tmp_path / "uploads")) == ["only this"]
+    inside = tmp_path / "uploads" / "data.csv"
+    inside.parent.mkdir()
+    inside.write_bytes(outside.read_bytes())
+    assert len(task_sentences(config | {"data_file": str(inside)}, str(tmp_path / "uploads"))) > 1
+
+
+def test_episode_inspection_places_prototypes_at_their_class_means(frozen_tiny, clinc_episodes):
+    episode = clinc_episodes[0]
+    inspection = inspect_episode(frozen_tiny, episode)
+    points = inspection.points
+    assert len(points) == len(episode.support_texts) + len(episode.query_texts) + episode.n_way
+    for label in range(episode.n_way):  # PCA is affine, so means map to means
+        support = points[(points["kind"] == "support") & (points["label"] == label)][["x", "y"]].to_numpy()
+        prototype = points[(points["kind"] == "prototype") & (points["label"] == label)][["x", "y"]].to_numpy()
+        assert np.allclose(prototype[0], support.mean(axis=0), atol=1e-5)
+    right = (inspection.queries["result"] == "right").mean()
+    assert inspection.accuracy == pytest.approx(right)
+    assert list(inspection.queries["class"]) == [episode.classes[label] for label in episode.query_labels]
