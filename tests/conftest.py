@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-# Two cores: one thread per process keeps parallel test workers and the browser test calm.
-torch.set_num_threads(int(os.environ.get("METANLP_TEST_THREADS", "2")))
+# One thread per process: the browser test runs a server and a worker beside pytest on 2 cores.
+torch.set_num_threads(int(os.environ.get("METANLP_TEST_THREADS", "1")))
 
 TINY_ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "feedforward_size": 64, "max_length": 24}
 

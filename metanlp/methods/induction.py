@@ -1,0 +1,157 @@
+"""Induction Networks (Geng et al. 2019): dynamic routing induces class vectors, a neural tensor compares them.
+
+Instead of averaging a class's support embeddings (ProtoNet), capsule-style dynamic routing weighs each
+example by how well it agrees with the emerging class vector, so atypical shots count less. A neural
+tensor layer then scores every (class vector, query) pair, trained like Relation Networks with MSE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metanlp.data.types import Episode
+from metanlp.encoders import Encoder
+from metanlp.methods.base import (
+    EncoderOptions,
+    InnerStepCallback,
+    Method,
+    MethodCard,
+    Metrics,
+    TaskModel,
+    label_tensor,
+)
+from metanlp.methods.matching import FeatureTaskModel, one_pass_report, step_if_trainable
+from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.registry import register_method
+from metanlp.methods.relation import RELATION_LOSSES, relation_loss
+
+
+def squash(vectors: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """Capsule non-linearity ‖x‖²/(1+‖x‖²) · x/‖x‖: keeps the direction, maps the length into [0, 1)."""
+    squared_norm = vectors.pow(2).sum(-1, keepdim=True)
+    return squared_norm / (1 + squared_norm) * vectors / (squared_norm + eps).sqrt()
+
+
+def dynamic_routing(
+    predictions: torch.Tensor, labels: torch.Tensor, n_way: int, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Route each support vector ê_j to its own class: (S, D), (S,) → class vectors (N, D), coupling (S,).
+
+    The coupling coefficients d_j = softmax of the logits b_j within the class sum to 1 per class;
+    after each iteration b_j += ê_j · c_{y_j}, so examples that agree with the class vector gain weight.
+    """
+    belongs = F.one_hot(labels, n_way).T.bool()  # (N, S)
+    logits = predictions.new_zeros(labels.shape[0])  # b_j
+    for _ in range(iterations):
+        per_class = logits[None, :].masked_fill(~belongs, float("-inf"))  # (N, S)
+        coupling = torch.softmax(per_class, dim=-1).nan_to_num(0.0)  # (N, S), rows sum to 1
+        class_vectors = squash(coupling @ predictions)  # (N, D)
+        logits = logits + (predictions * class_vectors[labels]).sum(-1)
+    return class_vectors, coupling.sum(0)
+
+
+@dataclass
+class InductionOptions(EncoderOptions):
+    lr: float = 1e-3
+    induction_size: int = 128  # size of the transformed support vectors and class vectors
+    routing_iterations: int = 3  # the paper uses 3
+    tensor_slices: int = 32  # h: slices of the neural tensor layer (paper: 100)
+    loss: str = "mse"  # the paper's MSE to one-hot, or cross-entropy
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("induction_size", self.induction_size, 2, 4096)
+        check_range("routing_iterations", self.routing_iterations, 1, 20)
+        check_range("tensor_slices", self.tensor_slices, 1, 1024)
+        check_choice("loss", self.loss, RELATION_LOSSES)
+
+
+@register_method
+class InductionNetwork(Method):
+    card = MethodCard(
+        name="induction",
+        title="Induction Networks",
+        family="meta-learning",
+        summary=(
+            "Builds each class vector by dynamic routing: support examples that agree with the emerging class "
+            "vector get more weight, so odd shots count less than in a plain average. A neural tensor layer "
+            "then scores how well a query matches each class vector."
+        ),
+        formula=r"\hat e_{j}=\operatorname{squash}(W_s e_{j}+b_s),\ d_i=\operatorname{softmax}(b_i),\ "
+        r"c_i=\operatorname{squash}\big(\textstyle\sum_j d_{ij}\hat e_{ij}\big),\ b_{ij}\mathrel{+}=\hat e_{ij}\cdot c_i,\ "
+        r"v(c_i,e_q)=\operatorname{ReLU}\big(c_i^\top M^{[1:h]} e_q\big),\ r_{iq}=\sigma(W_r v+b_r)",
+        paper="Geng, Li, Li, Zhu, Jian, Sun. Induction Networks for Few-Shot Text Classification. EMNLP 2019.",
+        paper_url="https://arxiv.org/abs/1902.10482",
+    )
+    Options = InductionOptions
+
+    def __init__(self, encoder: Encoder, options: InductionOptions) -> None:
+        super().__init__(encoder, options)
+        self.configure_encoder(options.finetune, options.top_k)
+        size, slices = options.induction_size, options.tensor_slices
+        self.transform = nn.Linear(encoder.hidden_size, size)  # W_s, b_s, shared by all classes
+        # M^[1:h]: one bilinear form per slice between a class vector and a query embedding.
+        # Unit-variance entries: c^T M e then has a spread of about ‖c‖‖e‖, with ‖c‖ < 1 after squash.
+        self.tensor = nn.Parameter(torch.randn(slices, size, encoder.hidden_size))
+        self.score = nn.Linear(slices, 1)  # W_r, b_r
+
+    def class_vectors(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+        """Encoder features of the support set → induced class vectors (N, induction_size)."""
+        predictions = squash(self.transform(support))
+        vectors, _ = dynamic_routing(predictions, labels, n_way, self.options.routing_iterations)
+        return vectors
+
+    def relation_logits(self, queries: torch.Tensor, class_vectors: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid relation scores: query features (Q, H), class vectors (N, D) → (Q, N)."""
+        class_forms = torch.einsum("nd,kdh->nkh", class_vectors, self.tensor)  # c_i^T M^k: (N, h, H)
+        tensor_products = torch.einsum("nkh,qh->qnk", class_forms, queries)  # (Q, N, h)
+        return self.score(torch.relu(tensor_products)).squeeze(-1)
+
+    def relation_scores(self, queries: torch.Tensor, class_vectors: torch.Tensor) -> torch.Tensor:
+        """r_iq in [0, 1]: (Q, H), (N, D) → (Q, N)."""
+        return torch.sigmoid(self.relation_logits(queries, class_vectors))
+
+    def loss(self, relation_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+        return relation_loss(relation_logits, labels, self.options.loss)
+
+    def train_step(self, episode: Episode) -> Metrics:
+        """query_loss / support_loss are the training objective (MSE by default, see ``options.loss``)."""
+        self.train()
+        n_support = len(episode.support_texts)
+        embeddings = self.features(episode.support_texts + episode.query_texts)
+        support, queries = embeddings[:n_support], embeddings[n_support:]
+        support_labels = label_tensor(episode.support_labels, support.device)
+        query_labels = label_tensor(episode.query_labels, support.device)
+        class_vectors = self.class_vectors(support, support_labels, episode.n_way)
+        query_loss, query_accuracy = self.loss(self.relation_logits(queries, class_vectors), query_labels)
+        step_if_trainable(self, query_loss)
+        with torch.no_grad():
+            class_vectors = self.class_vectors(support, support_labels, episode.n_way)
+            support_loss, support_accuracy = self.loss(
+                self.relation_logits(support, class_vectors), support_labels
+            )
+        return {
+            "support_loss": support_loss.item(),
+            "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(),
+            "query_accuracy": query_accuracy,
+        }
+
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        """Routing is the whole adaptation: reported as one inner step."""
+        self.eval()
+        with torch.no_grad():
+            support = self.features(episode.support_texts)
+            labels = label_tensor(episode.support_labels, support.device)
+            class_vectors = self.class_vectors(support, labels, episode.n_way)
+        task_model = FeatureTaskModel(
+            self.features, lambda queries: self.relation_logits(queries, class_vectors)
+        )
+        if on_inner_step is not None:
+            on_inner_step(one_pass_report(task_model, episode, self.loss))
+        return task_model

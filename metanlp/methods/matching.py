@@ -1,0 +1,267 @@
+"""Matching Networks (Vinyals et al. 2016): a query's label is an attention-weighted vote of the support labels.
+
+Also home of the small pieces shared by the methods that adapt in one forward pass (Matching, Relation,
+HyperNetwork, Induction): ``FeatureTaskModel``, ``one_pass_report``, ``EmbeddingHead`` and
+``step_if_trainable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metanlp.data.types import Episode
+from metanlp.encoders import Encoder
+from metanlp.methods.base import (
+    EncoderOptions,
+    InnerStepCallback,
+    Method,
+    MethodCard,
+    Metrics,
+    TaskModel,
+    classification_metrics,
+    label_tensor,
+)
+from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.registry import register_method
+
+LossAndAccuracy = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]
+HEADS = ("residual", "projection")
+
+
+# ----- shared by the one-forward-pass methods ---------------------------------------------
+class FeatureTaskModel(TaskModel):
+    """A task model that scores sentence features with a function fixed at adaptation time."""
+
+    def __init__(
+        self, features: Callable[[list[str]], torch.Tensor], score: Callable[[torch.Tensor], torch.Tensor]
+    ):
+        self.features = features
+        self.score = score
+
+    def predict_logits(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.score(self.features(texts))
+
+
+def one_pass_report(
+    task_model: TaskModel, episode: Episode, loss: LossAndAccuracy = classification_metrics
+) -> Metrics:
+    """Metrics of the single "inner step" of a method whose adaptation is one forward pass.
+
+    The support set is scored by the adapted model (so support examples also see themselves);
+    query labels only serve reporting.
+    """
+    with torch.no_grad():
+        support_logits = task_model.predict_logits(episode.support_texts).float()
+        support_loss, support_accuracy = loss(
+            support_logits, label_tensor(episode.support_labels, support_logits.device)
+        )
+        metrics = {"inner_step": 1, "support_loss": support_loss.item(), "support_accuracy": support_accuracy}
+        if episode.query_texts:
+            query_logits = task_model.predict_logits(episode.query_texts).float()
+            query_loss, query_accuracy = loss(
+                query_logits, label_tensor(episode.query_labels, query_logits.device)
+            )
+            metrics.update(query_loss=query_loss.item(), query_accuracy=query_accuracy)
+    return metrics
+
+
+class EmbeddingHead(nn.Module):
+    """A learned map on top of the encoder's sentence features, so a frozen encoder can still be meta-trained.
+
+    ``residual``: x + Wx with W = 0 at start, so the untrained method uses the encoder's own geometry
+    (the better start from a pretrained encoder). ``projection``: Wx into ``size`` dimensions from a random
+    start, a new metric learned entirely by meta-training.
+    """
+
+    def __init__(self, input_size: int, kind: str = "residual", size: int = 128) -> None:
+        super().__init__()
+        self.residual = kind == "residual"
+        self.output_size = input_size if self.residual else size
+        self.linear = nn.Linear(input_size, self.output_size)
+        if self.residual:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features + self.linear(features) if self.residual else self.linear(features)
+
+
+def step_if_trainable(method: Method, loss: torch.Tensor) -> None:
+    """One outer-loop optimiser step on ``loss`` (nothing to do when no parameter is trainable)."""
+    if method.trainable_parameters():
+        optimizer = method.optimizer()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+# ----- Matching Networks ------------------------------------------------------------------
+def attention_weights(
+    queries: torch.Tensor, support: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """a(x, x_i) = softmax_i(scale · cos(f(x), g(x_i))): (Q, D), (S, D) → (Q, S), rows sum to 1."""
+    return torch.softmax(scaled_cosine(queries, support, scale), dim=-1)
+
+
+def scaled_cosine(queries: torch.Tensor, support: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    return scale * F.normalize(queries, dim=-1) @ F.normalize(support, dim=-1).T  # (Q, S)
+
+
+def matching_log_probabilities(
+    similarities: torch.Tensor, support_labels: torch.Tensor, n_way: int
+) -> torch.Tensor:
+    """log p(y=k|x) = log Σ_{i: y_i=k} a(x, x_i), computed stably with logsumexp: (Q, S) → (Q, N)."""
+    log_attention = torch.log_softmax(similarities, dim=-1)  # (Q, S)
+    belongs = F.one_hot(support_labels, n_way).T.bool()  # (N, S)
+    per_class = log_attention[:, None, :].masked_fill(~belongs[None], float("-inf"))  # (Q, N, S)
+    return torch.logsumexp(per_class, dim=-1)
+
+
+@dataclass
+class MatchingOptions(EncoderOptions):
+    lr: float = 3e-4
+    head: str = "residual"  # learned map on the encoder features: residual (identity at start) or projection
+    embedding_size: int = 128  # output size of a projection head
+    full_context: bool = False  # the paper's full-context embeddings (BiLSTM g, attention-LSTM f)
+    processing_steps: int = 3  # K read steps of the attention LSTM (full_context only)
+    scale: float = 10.0  # softmax temperature on cosine; learned during meta-training
+    learn_scale: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_choice("head", self.head, HEADS)
+        check_range("embedding_size", self.embedding_size, 2, 4096)
+        check_range("processing_steps", self.processing_steps, 1, 20)
+        check_range("scale", self.scale, 1e-3, 1e3)
+
+
+class FullContextEmbedding(nn.Module):
+    """Vinyals et al.'s full-context embeddings, which let each embedding depend on the whole support set.
+
+    g(x_i, S) = g'(x_i) + h→_i + h←_i (a bidirectional LSTM over the support sequence);
+    f(x, S) runs K steps of an LSTM that attends over g(S):
+    ĥ_k, c_k = LSTM(f'(x), [h_{k-1}, r_{k-1}], c_{k-1}),  h_k = ĥ_k + f'(x),  r_k = Σ_i softmax(h_k·g_i) g_i.
+    Feeding r as extra LSTM input is the same as the paper's concatenated hidden state, since the gates
+    are linear in every input.
+    """
+
+    def __init__(self, size: int, processing_steps: int) -> None:
+        super().__init__()
+        self.processing_steps = processing_steps
+        self.support_lstm = nn.LSTM(size, size, batch_first=True, bidirectional=True)
+        self.query_lstm = nn.LSTMCell(2 * size, size)
+
+    def support(self, support: torch.Tensor) -> torch.Tensor:
+        """(S, D) → (S, D)."""
+        size = support.shape[-1]
+        states, _ = self.support_lstm(support[None])  # (1, S, 2D)
+        return support + states[0, :, :size] + states[0, :, size:]
+
+    def queries(self, queries: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """(Q, D), context g(S) (S, D) → (Q, D)."""
+        hidden = torch.zeros_like(queries)
+        cell = torch.zeros_like(queries)
+        read = torch.zeros_like(queries)
+        for _ in range(self.processing_steps):
+            hidden, cell = self.query_lstm(torch.cat([queries, read], dim=-1), (hidden, cell))
+            hidden = hidden + queries
+            read = torch.softmax(hidden @ support.T, dim=-1) @ support  # (Q, D)
+        return hidden
+
+
+@register_method
+class MatchingNetwork(Method):
+    card = MethodCard(
+        name="matching",
+        title="Matching Networks",
+        family="meta-learning",
+        summary=(
+            "Compares a query with every support example by cosine similarity and lets the softmax of those "
+            "similarities vote for the support labels. Meta-training shapes the embedding (and, optionally, "
+            "a full-context LSTM that sees the whole support set) so that the vote works on new classes."
+        ),
+        formula=r"P(\hat y\mid \hat x,S)=\sum_{i=1}^{k} a(\hat x,x_i)\,y_i,\quad "
+        r"a(\hat x,x_i)=\frac{e^{c(f(\hat x),g(x_i))}}{\sum_{j=1}^{k}e^{c(f(\hat x),g(x_j))}}",
+        paper="Vinyals, Blundell, Lillicrap, Kavukcuoglu, Wierstra. Matching Networks for One Shot Learning. "
+        "NeurIPS 2016.",
+        paper_url="https://arxiv.org/abs/1606.04080",
+    )
+    Options = MatchingOptions
+
+    def __init__(self, encoder: Encoder, options: MatchingOptions) -> None:
+        super().__init__(encoder, options)
+        self.configure_encoder(options.finetune, options.top_k)
+        # f' = g': one learned map shared by queries and support (a learned metric).
+        self.embedding = EmbeddingHead(encoder.hidden_size, options.head, options.embedding_size)
+        self.context = (
+            FullContextEmbedding(self.embedding.output_size, options.processing_steps)
+            if options.full_context
+            else None
+        )
+        # The paper's softmax over raw cosines is nearly flat; a learned temperature sharpens it.
+        self.log_scale = nn.Parameter(
+            torch.tensor(float(options.scale)).log(), requires_grad=options.learn_scale
+        )
+
+    def embed_episode(
+        self, support: torch.Tensor, queries: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features → (g(S), f(queries))."""
+        support, queries = self.embedding(support), self.embedding(queries)
+        if self.context is not None:
+            support = self.context.support(support)
+            queries = self.context.queries(queries, support)
+        return support, queries
+
+    def episode_logits(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
+        """Encoder features → log p(y|x) for each query (Q, N)."""
+        support, queries = self.embed_episode(support, queries)
+        similarities = scaled_cosine(queries, support, self.log_scale.exp())
+        return matching_log_probabilities(similarities, support_labels, n_way)
+
+    def train_step(self, episode: Episode) -> Metrics:
+        self.train()
+        n_support = len(episode.support_texts)
+        embeddings = self.features(episode.support_texts + episode.query_texts)
+        support, queries = embeddings[:n_support], embeddings[n_support:]
+        support_labels = label_tensor(episode.support_labels, support.device)
+        query_labels = label_tensor(episode.query_labels, support.device)
+        query_loss, query_accuracy = classification_metrics(
+            self.episode_logits(support, support_labels, queries, episode.n_way), query_labels
+        )
+        step_if_trainable(self, query_loss)
+        with torch.no_grad():
+            support_loss, support_accuracy = classification_metrics(
+                self.episode_logits(support, support_labels, support, episode.n_way), support_labels
+            )
+        return {
+            "support_loss": support_loss.item(),
+            "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(),
+            "query_accuracy": query_accuracy,
+            "scale": self.log_scale.exp().item(),
+        }
+
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        self.eval()
+        with torch.no_grad():
+            support = self.features(episode.support_texts)
+            labels = label_tensor(episode.support_labels, support.device)
+        n_way = episode.n_way
+
+        def score(queries: torch.Tensor) -> torch.Tensor:
+            return self.episode_logits(support, labels, queries, n_way)
+
+        task_model = FeatureTaskModel(self.features, score)
+        if on_inner_step is not None:  # one "step": embedding the support set
+            on_inner_step(one_pass_report(task_model, episode))
+        return task_model
