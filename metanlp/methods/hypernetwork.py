@@ -21,6 +21,7 @@ from torch import nn
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
+from metanlp.methods._common import FeatureTaskModel, one_pass_report, step_if_trainable
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -31,7 +32,6 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.matching import FeatureTaskModel, one_pass_report, step_if_trainable
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.protonet import class_prototypes
 from metanlp.methods.registry import register_method

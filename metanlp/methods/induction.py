@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
+from metanlp.methods._common import FeatureTaskModel, one_pass_report, step_if_trainable
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -24,7 +25,6 @@ from metanlp.methods.base import (
     TaskModel,
     label_tensor,
 )
-from metanlp.methods.matching import FeatureTaskModel, one_pass_report, step_if_trainable
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.registry import register_method
 from metanlp.methods.relation import RELATION_LOSSES, relation_loss

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
+from metanlp.methods._common import step_if_trainable
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -40,7 +41,6 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.matching import step_if_trainable
 from metanlp.methods.options import OptionError, check_range
 from metanlp.methods.registry import register_method
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
+from metanlp.methods._common import FeatureTaskModel, one_pass_report, step_if_trainable
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -56,16 +57,6 @@ class ProtoNetOptions(EncoderOptions):
         check_range("scale", self.scale, 1e-3, 1e3)
 
 
-class PrototypeTaskModel(TaskModel):
-    def __init__(self, method: ProtoNet, prototypes: torch.Tensor) -> None:
-        self.method = method
-        self.prototypes = prototypes
-
-    def predict_logits(self, texts: list[str]) -> torch.Tensor:
-        with torch.no_grad():
-            return self.method.logits(self.method.features(texts), self.prototypes)
-
-
 @register_method
 class ProtoNet(Method):
     card = MethodCard(
@@ -101,11 +92,7 @@ class ProtoNet(Method):
         query_labels = label_tensor(episode.query_labels, support.device)
         prototypes = class_prototypes(support, support_labels, episode.n_way)
         query_loss, query_accuracy = classification_metrics(self.logits(queries, prototypes), query_labels)
-        if self.trainable_parameters():
-            optimizer = self.optimizer()
-            optimizer.zero_grad()
-            query_loss.backward()
-            optimizer.step()
+        step_if_trainable(self, query_loss)
         with torch.no_grad():
             support_loss, support_accuracy = classification_metrics(
                 self.logits(support, prototypes), support_labels
@@ -124,14 +111,7 @@ class ProtoNet(Method):
             support = self.features(episode.support_texts)
             labels = label_tensor(episode.support_labels, support.device)
             prototypes = class_prototypes(support, labels, episode.n_way)
-            if on_inner_step is not None:  # one "step": computing the prototypes
-                support_loss, _ = classification_metrics(self.logits(support, prototypes), labels)
-                metrics = {"inner_step": 1, "support_loss": support_loss.item()}
-                if episode.query_texts:
-                    logits = self.logits(self.features(episode.query_texts), prototypes)
-                    loss, accuracy = classification_metrics(
-                        logits, label_tensor(episode.query_labels, logits.device)
-                    )
-                    metrics.update(query_loss=loss.item(), query_accuracy=accuracy)
-                on_inner_step(metrics)
-        return PrototypeTaskModel(self, prototypes)
+        task_model = FeatureTaskModel(self.features, lambda queries: self.logits(queries, prototypes))
+        if on_inner_step is not None:  # one "step": computing the prototypes
+            on_inner_step(one_pass_report(task_model, episode))
+        return task_model

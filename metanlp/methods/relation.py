@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
+from metanlp.methods._common import HEADS, EmbeddingHead, FeatureTaskModel, one_pass_report, step_if_trainable
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -19,13 +20,6 @@ from metanlp.methods.base import (
     TaskModel,
     classification_metrics,
     label_tensor,
-)
-from metanlp.methods.matching import (
-    HEADS,
-    EmbeddingHead,
-    FeatureTaskModel,
-    one_pass_report,
-    step_if_trainable,
 )
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.protonet import class_prototypes
