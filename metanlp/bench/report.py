@@ -12,8 +12,6 @@ import torch
 from metanlp.bench.results import bench_results
 from metanlp.runs.store import RunStore
 
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-
 
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
@@ -65,17 +63,27 @@ def bench_section(store: RunStore, charts_dir: Path, relative_to: Path, settings
     return "\n".join(parts)
 
 
-def write_report(store: RunStore, results_path: Path, settings_note: str = "") -> Path:
-    """Replace the text between the bench markers in ``results_path`` (other sections stay)."""
+def replace_section(results_path: Path, marker: str, heading: str, body: str) -> Path:
+    """Put ``body`` between ``<!-- marker:start -->`` and ``<!-- marker:end -->``; other text stays.
+
+    Each benchmark owns one marked section of docs/results.md, so reruns replace their own
+    numbers without touching anyone else's.
+    """
     results_path = Path(results_path)
-    charts_dir = results_path.parent / "results"
-    section = bench_section(store, charts_dir, results_path.parent, settings_note)
-    block = f"{START}\n{section}\n{END}"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    block = f"{start}\n{body}\n{end}"
     text = results_path.read_text(encoding="utf-8") if results_path.exists() else "# Results\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text = text.rstrip() + "\n\n## Bench: every method on the same episodes\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(text, encoding="utf-8")
     return results_path
+
+
+def write_report(store: RunStore, results_path: Path, settings_note: str = "") -> Path:
+    """Rewrite the bench section of ``results_path`` (tables + charts) from the store."""
+    results_path = Path(results_path)
+    section = bench_section(store, results_path.parent / "results", results_path.parent, settings_note)
+    return replace_section(results_path, "bench", "Bench: every method on the same episodes", section)
