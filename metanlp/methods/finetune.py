@@ -1,22 +1,36 @@
-"""Fine-tuning baseline: a new linear head trained on each support set.
+"""Fine-tuning baseline: a new linear head trained on each support set, with the usual strategies.
 
-Across tasks it is ordinary supervised transfer (Chen et al. 2019, "Baseline"): the
-encoder plus a head over all meta-train classes is trained with cross-entropy; for each
-new task the base head is dropped and a fresh head is fitted to the support set, with
-the encoder frozen, its top-k layers, or all of it fine-tuned.
+Across tasks it is ordinary supervised transfer (Chen et al. 2019, "Baseline"): the encoder plus
+a head over all meta-train classes is trained with cross-entropy; for each new task the base head
+is dropped and a fresh head is fitted to the support set.
+
+Strategies, for both the per-task adaptation and the training across tasks:
+
+- what trains: a linear probe (``finetune="frozen"``), the top ``top_k`` layers, or everything;
+- layer-wise learning-rate decay (LLRD, Howard & Ruder 2018, arXiv:1801.06146; Clark et al. 2020,
+  arXiv:2003.10555): layer l of L gets lr · layer_decay^(L−l), the embeddings (l = 0) the least,
+  because lower layers hold general features that small data should disturb least;
+- a linear warm-up, then a constant or linearly decaying rate.
+
+``supervised_finetune`` is the same recipe on an ordinary train / test split of shared classes
+(AG News, SST-2), for benchmarks.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from metanlp.data.types import Episode
+from metanlp.data.types import Episode, Example
 from metanlp.encoders import Encoder
 from metanlp.methods.base import (
+    FINETUNE_MODES,
     EncoderOptions,
     InnerStepCallback,
     Method,
@@ -26,17 +40,51 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.options import OptionError, check_range
+from metanlp.methods.options import OptionError, check_choice, check_range
 from metanlp.methods.registry import register_method
+from metanlp.pretraining.schedules import SCHEDULES, warmup_scheduler
+
+
+def trainable_layer_count(finetune: str, top_k: int) -> int | None:
+    """Argument for ``Encoder.set_trainable_layers``: 0 frozen, ``top_k``, or None (all)."""
+    check_choice("finetune", finetune, FINETUNE_MODES)
+    return {"frozen": 0, "top": top_k, "full": None}[finetune]
+
+
+def layerwise_parameter_groups(encoder: Encoder, top_lr: float, layer_decay: float = 1.0) -> list[dict]:
+    """Optimiser groups for the encoder's trainable parameters, one per layer group.
+
+    ``encoder.layer_groups()`` runs from the embeddings (l = 0) to the top layer (l = L); group l
+    gets ``top_lr * layer_decay ** (L - l)``. Trainable parameters outside every layer group (none
+    in the bundled encoders) get ``top_lr``. Each group carries a "name" for display.
+    """
+    layer_groups = encoder.layer_groups()
+    top = len(layer_groups) - 1
+    groups, seen = [], set()
+    for index, module in enumerate(layer_groups):
+        parameters = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in parameters)
+        if parameters:
+            name = "embeddings" if index == 0 else f"layer {index}"
+            groups.append({"params": parameters, "lr": top_lr * layer_decay ** (top - index), "name": name})
+    rest = [p for p in encoder.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": top_lr, "name": "other encoder parameters"})
+    return groups
 
 
 @dataclass
 class FineTuneOptions(EncoderOptions):
     lr: float = 1e-4  # learning across tasks (base-class training)
     head_lr: float = 0.01  # fitting a new head to a support set
-    encoder_lr: float = 5e-5  # encoder during per-task fine-tuning (top / full)
+    encoder_lr: float = 5e-5  # encoder during per-task fine-tuning (top / full); the top layer's rate under LLRD
     adapt_steps: int = 100
     max_base_classes: int = 1024
+    layer_decay: float = 1.0  # LLRD factor in (0, 1]; 1 = one rate for every layer
+    warmup_steps: int = 0  # per task: linear warm-up over the first adapt steps
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "linear" decay to 0 at the last step
+    train_warmup_steps: int = 0  # across tasks: warm-up over the first train steps
+    train_total_steps: int = 0  # across tasks: where "linear" decay reaches 0 (0: no decay)
 
     def validate(self) -> None:
         super().validate()
@@ -45,6 +93,12 @@ class FineTuneOptions(EncoderOptions):
         check_range("encoder_lr", self.encoder_lr, 1e-8, 1.0)
         check_range("adapt_steps", self.adapt_steps, 1, 10_000)
         check_range("max_base_classes", self.max_base_classes, 2, 100_000)
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise OptionError(f"option 'layer_decay' must be in (0, 1], got {self.layer_decay}")
+        check_range("warmup_steps", self.warmup_steps, 0, 10_000)
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        check_range("train_warmup_steps", self.train_warmup_steps, 0, 1_000_000)
+        check_range("train_total_steps", self.train_total_steps, 0, 1_000_000)
 
 
 class LinearTaskModel(TaskModel):
@@ -66,11 +120,13 @@ class FineTune(Method):
         family="transfer learning",
         summary=(
             "Trains a fresh linear classifier on each support set on top of the encoder, which is "
-            "frozen, fine-tuned in its top layers, or fine-tuned entirely. Across tasks, the encoder "
-            "learns from all meta-train classes with ordinary supervised training."
+            "frozen (a linear probe), fine-tuned in its top layers, or fine-tuned entirely, optionally "
+            "with layer-wise learning-rate decay and a warm-up. Across tasks, the encoder learns from "
+            "all meta-train classes with ordinary supervised training."
         ),
-        formula=r"\min_{W,b,\,\theta_{\text{top}}}\ \frac{1}{|S|}\sum_{(x,y)\in S}"
-        r"-\log\operatorname{softmax}\!\left(W f_\theta(x)+b\right)_y",
+        formula=r"\min_{W,b,\,\theta}\ \frac{1}{|S|}\sum_{(x,y)\in S}"
+        r"-\log\operatorname{softmax}\!\left(W f_\theta(x)+b\right)_y,\qquad "
+        r"\eta_l=\eta\,\xi^{L-l}",
         paper="Chen, Liu, Kira, Wang, Huang. A Closer Look at Few-shot Classification. ICLR 2019.",
         paper_url="https://arxiv.org/abs/1904.04232",
     )
@@ -78,11 +134,24 @@ class FineTune(Method):
 
     def __init__(self, encoder: Encoder, options: FineTuneOptions) -> None:
         super().__init__(encoder, options)
-        mode = self.configure_encoder(options.finetune, options.top_k)
+        self.configure_encoder(options.finetune, options.top_k)
         # With a frozen encoder nothing learned across tasks reaches a new task's head.
-        self.learns_across_tasks = mode != "frozen"
+        self.learns_across_tasks = options.finetune != "frozen"
         self.base_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
         self.base_classes: dict[str, int] = {}
+        self._scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """AdamW across tasks: the base head at ``lr``, encoder layers at ``lr`` · layer_decay^(L−l)."""
+        if self._optimizer is None:
+            options = self.options
+            groups = [{"params": list(self.base_head.parameters()), "lr": options.lr, "name": "head"}]
+            groups += layerwise_parameter_groups(self.encoder, options.lr, options.layer_decay)
+            self._optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.0)
+            self._scheduler = warmup_scheduler(
+                self._optimizer, options.train_warmup_steps, options.train_total_steps, options.lr_schedule
+            )
+        return self._optimizer
 
     def _base_labels(self, episode: Episode, labels: list[int]) -> torch.Tensor:
         ids = []
@@ -109,6 +178,7 @@ class FineTune(Method):
         support_loss, support_accuracy = classification_metrics(logits, support_labels)
         support_loss.backward()
         optimizer.step()
+        self._scheduler.step()
         with torch.no_grad():
             query_logits = self.base_head(self.features(episode.query_texts))[:, :n_seen]
             query_loss, query_accuracy = classification_metrics(query_logits, query_labels)
@@ -127,28 +197,29 @@ class FineTune(Method):
         head = nn.Linear(encoder.hidden_size, episode.n_way).to(self.device)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
-        groups = [{"params": head.parameters(), "lr": options.head_lr}]
-        encoder_parameters = [p for p in encoder.parameters() if p.requires_grad]
-        if encoder_parameters:
-            groups.append({"params": encoder_parameters, "lr": options.encoder_lr})
-        optimizer = torch.optim.Adam(groups)
+        groups = [{"params": list(head.parameters()), "lr": options.head_lr, "name": "head"}]
+        encoder_groups = layerwise_parameter_groups(encoder, options.encoder_lr, options.layer_decay)
+        optimizer = torch.optim.Adam(groups + encoder_groups)
+        scheduler = warmup_scheduler(optimizer, options.warmup_steps, options.adapt_steps, options.lr_schedule)
         labels = label_tensor(episode.support_labels, self.device)
-        frozen_support = features(episode.support_texts) if not encoder_parameters else None
+        frozen_support = features(episode.support_texts) if not encoder_groups else None
         report_queries = on_inner_step is not None and bool(episode.query_texts)
-        frozen_queries = (
-            features(episode.query_texts) if report_queries and not encoder_parameters else None
-        )
+        frozen_queries = features(episode.query_texts) if report_queries and not encoder_groups else None
         query_labels = label_tensor(episode.query_labels, self.device) if report_queries else None
-        encoder.train() if encoder_parameters else encoder.eval()
+        encoder.train() if encoder_groups else encoder.eval()
         with torch.enable_grad():
             for step in range(1, options.adapt_steps + 1):
                 support = frozen_support if frozen_support is not None else features(episode.support_texts)
                 loss, accuracy = classification_metrics(head(support), labels)
+                head_lr = optimizer.param_groups[0]["lr"]
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 if on_inner_step is not None:
-                    metrics = {"inner_step": step, "support_loss": loss.item(), "support_accuracy": accuracy}
+                    metrics = {
+                        "inner_step": step, "support_loss": loss.item(), "support_accuracy": accuracy, "lr": head_lr,
+                    }
                     if report_queries:
                         with torch.no_grad():
                             queries = frozen_queries if frozen_queries is not None else features(episode.query_texts)
@@ -163,3 +234,131 @@ class FineTune(Method):
 
     def load_extra_state_config(self, config: dict) -> None:
         self.base_classes = dict(config.get("base_classes", {}))
+
+
+# ---------------------------------------------------------------- ordinary supervised splits
+
+
+@dataclass
+class SupervisedResult:
+    """A classifier over ``classes`` (the head sits on the fine-tuned ``encoder``) and its step events."""
+
+    classes: list[str]
+    head: nn.Linear
+    history: list[dict] = field(default_factory=list)
+    held_out_accuracy: float = float("nan")
+    held_out_loss: float = float("nan")
+    seconds: float = 0.0
+
+
+def supervised_finetune(
+    encoder: Encoder,
+    train_examples: list[Example],
+    eval_examples: list[Example],
+    *,
+    steps: int = 200,
+    batch_size: int = 32,
+    finetune: str = "full",
+    top_k: int = 1,
+    head_lr: float = 1e-3,
+    encoder_lr: float = 5e-5,
+    layer_decay: float = 1.0,
+    warmup_steps: int = 0,
+    lr_schedule: str = "linear",
+    weight_decay: float = 0.01,
+    eval_every: int = 10,
+    seed: int = 0,
+    on_event: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SupervisedResult:
+    """Fine-tune ``encoder`` (in place, on its device) plus a new head on classes shared by both splits.
+
+    For datasets such as AG News and SST-2 (``examples_for_split(dataset, "train" / "test")``).
+    Emits ``{"event": "step", "phase": "supervised", "step", "train_loss", "train_accuracy", "lr",
+    "elapsed"}`` every step; every ``eval_every`` steps (and at the last) also "held_out_loss" and
+    "held_out_accuracy" on ``eval_examples``, with the engine's names as aliases ("support_loss" = train
+    loss, "query_loss" / "query_accuracy" = held-out).
+    """
+    if not train_examples or not eval_examples:
+        raise ValueError("supervised_finetune needs training and held-out examples")
+    if steps < 1 or batch_size < 1 or eval_every < 1:
+        raise ValueError(f"need steps, batch_size and eval_every >= 1; got {steps}, {batch_size}, {eval_every}")
+    if not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    classes = sorted({example.label for example in train_examples})
+    index = {label: i for i, label in enumerate(classes)}
+    unknown = sorted({e.label for e in eval_examples} - set(index))
+    if unknown:
+        raise ValueError(f"held-out classes never seen in training: {unknown[:5]}")
+    emit = on_event or (lambda event: None)
+    stop = should_stop or (lambda: False)
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    device = encoder.device
+
+    encoder.set_trainable_layers(trainable_layer_count(finetune, top_k))
+    head = nn.Linear(encoder.hidden_size, len(classes)).to(device)
+    groups = [{"params": list(head.parameters()), "lr": head_lr, "name": "head"}]
+    groups += layerwise_parameter_groups(encoder, encoder_lr, layer_decay)
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    scheduler = warmup_scheduler(optimizer, warmup_steps, steps, lr_schedule)
+    frozen = encoder.is_frozen()
+    cached: dict[str, torch.Tensor] = {}
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        if not frozen:
+            return encoder.embed(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in cached]
+        if missing:  # a linear probe encodes every sentence once
+            with torch.no_grad():
+                cached.update(zip(missing, encoder.embed(missing), strict=True))
+        return torch.stack([cached[t] for t in texts])
+
+    def held_out() -> tuple[float, float]:
+        encoder.eval()
+        with torch.no_grad():
+            logits = torch.cat([
+                head(embed([e.text for e in eval_examples[i : i + 64]])) for i in range(0, len(eval_examples), 64)
+            ])
+            labels = label_tensor([index[e.label] for e in eval_examples], device)
+            loss, accuracy = classification_metrics(logits.float(), labels)
+        return loss.item(), accuracy
+
+    result = SupervisedResult(classes=classes, head=head)
+    order: list[int] = []
+    if frozen:
+        encoder.eval()
+    for step in range(1, steps + 1):
+        if stop():
+            break
+        if len(order) < batch_size:
+            shuffled = list(range(len(train_examples)))
+            rng.shuffle(shuffled)
+            order += shuffled
+        batch, order = [train_examples[i] for i in order[:batch_size]], order[batch_size:]
+        if not frozen:
+            encoder.train()
+        lr_now = optimizer.param_groups[0]["lr"]
+        logits = head(embed([e.text for e in batch]))
+        loss, accuracy = classification_metrics(logits, label_tensor([index[e.label] for e in batch], device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        event = {
+            "event": "step", "phase": "supervised", "step": step,
+            "train_loss": loss.item(), "train_accuracy": accuracy, "support_loss": loss.item(),
+        }
+        if step % eval_every == 0 or step == steps:
+            result.held_out_loss, result.held_out_accuracy = held_out()
+            event.update(
+                held_out_loss=result.held_out_loss, held_out_accuracy=result.held_out_accuracy,
+                query_loss=result.held_out_loss, query_accuracy=result.held_out_accuracy,
+            )
+        event.update(lr=lr_now, elapsed=time.perf_counter() - started)
+        result.history.append(event)
+        emit(event)
+    encoder.eval()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,157 @@
+"""BERT-style pretraining (MLM + NSP) as a method: learn from the text of training episodes.
+
+Each ``train_step`` pretrains the from-scratch encoder on one batch of sentence pairs built from
+the episode's texts, where each class is a "document" (a "next sentence" is another sentence of the
+same class; see ``metanlp.pretraining.corpus``). A new task is then solved without further
+training, by nearest class prototype on the pretrained features. For long pretraining on whole
+datasets or uploaded text, use ``metanlp.pretraining.pretrain`` and start any method from the saved
+encoder (``encoder_options={"checkpoint": folder}``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from metanlp.data.types import Episode
+from metanlp.encoders import Encoder
+from metanlp.methods.base import (
+    InnerStepCallback,
+    Method,
+    MethodCard,
+    Metrics,
+    TaskModel,
+    classification_metrics,
+    label_tensor,
+)
+from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.protonet import DISTANCES, class_prototypes, prototype_logits
+from metanlp.methods.registry import register_method
+from metanlp.pretraining.corpus import PretrainingCorpus
+from metanlp.pretraining.heads import PretrainingHeads, token_embedding_matrix
+from metanlp.pretraining.masking import MaskingScheme
+from metanlp.pretraining.nsp import tokenize_corpus
+from metanlp.pretraining.trainer import MaskedPairSampler, pin_first_segment, pretraining_update
+
+
+@dataclass
+class MLMPretrainOptions:
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    pairs_per_step: int = 32  # sentence pairs per pretraining batch
+    mask_probability: float = 0.15
+    distance: str = "euclidean"  # for the prototype classifier on new tasks
+    update_absent_tokens: bool = False  # True: let every embedding row move each step (see trainer)
+
+    def validate(self) -> None:
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("pairs_per_step", self.pairs_per_step, 2, 4096)
+        check_range("mask_probability", self.mask_probability, 0.01, 0.9)
+        check_choice("distance", self.distance, DISTANCES)
+
+
+class PretrainedPrototypeModel(TaskModel):
+    def __init__(self, method: MLMPretrain, prototypes: torch.Tensor) -> None:
+        self.method = method
+        self.prototypes = prototypes
+
+    def predict_logits(self, texts: list[str]) -> torch.Tensor:
+        return self.method.prototype_scores(texts, self.prototypes)
+
+
+@register_method
+class MLMPretrain(Method):
+    card = MethodCard(
+        name="mlm_pretrain",
+        title="Masked-language-model pretraining (BERT)",
+        family="transfer learning",
+        summary=(
+            "Pretrains the from-scratch Transformer like BERT: it predicts 15% hidden words from their "
+            "context and whether sentence B follows sentence A (here: comes from the same class). New "
+            "tasks are then solved by nearest class prototype on the pretrained sentence embeddings."
+        ),
+        formula=r"\mathcal{L}=-\sum_{i\in M}\log p_\theta\!\left(x_i\mid \tilde{x}\right)"
+        r"-\log p_\theta\!\left(\text{IsNext}\mid h_{[\mathrm{CLS}]}\right)",
+        paper=(
+            "Devlin, Chang, Lee, Toutanova. BERT: Pre-training of Deep Bidirectional Transformers for "
+            "Language Understanding. NAACL 2019."
+        ),
+        paper_url="https://arxiv.org/abs/1810.04805",
+    )
+    Options = MLMPretrainOptions
+
+    def __init__(self, encoder: Encoder, options: MLMPretrainOptions) -> None:
+        super().__init__(encoder, options)
+        try:
+            token_embedding_matrix(encoder)
+        except ValueError as error:
+            raise OptionError(f"mlm_pretrain: {error}") from None
+        encoder.set_trainable_layers(None)
+        pin_first_segment(encoder)
+        self.heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size)
+        self.scheme = MaskingScheme(mask_probability=options.mask_probability)
+
+    @torch.no_grad()
+    def prototype_scores(self, texts: list[str], prototypes: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return prototype_logits(self.encoder.embed(texts), prototypes, self.options.distance, 1.0)
+
+    @torch.no_grad()
+    def prototypes(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prototypes (N, H), support embeddings (S, H), support labels (S,)), without dropout."""
+        self.eval()
+        support = self.encoder.embed(episode.support_texts)
+        labels = label_tensor(episode.support_labels, support.device)
+        return class_prototypes(support, labels, episode.n_way), support, labels
+
+    def train_step(self, episode: Episode) -> Metrics:
+        """One MLM + NSP step on pairs drawn from the episode's texts (support and query)."""
+        texts = [episode.support_texts, episode.query_texts]
+        labels = [episode.support_labels, episode.query_labels]
+        documents = [
+            [text for group, group_labels in zip(texts, labels, strict=True)
+             for text, label in zip(group, group_labels, strict=True) if label == cls]
+            for cls in range(episode.n_way)
+        ]
+        tokenized = tokenize_corpus(PretrainingCorpus(documents), self.encoder.tokenizer, self.encoder.max_length)
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows the run's torch seed
+        sampler = MaskedPairSampler(tokenized, self.encoder, seed, self.scheme)
+        batch, mlm_labels = sampler.sample(self.options.pairs_per_step)
+        losses = pretraining_update(
+            self.encoder, self.heads, self.optimizer(), batch, mlm_labels, self.options.update_absent_tokens
+        )
+        prototypes, support, support_labels = self.prototypes(episode)
+        with torch.no_grad():
+            support_accuracy = classification_metrics(
+                prototype_logits(support, prototypes, self.options.distance, 1.0), support_labels
+            )[1]
+            query_logits = self.prototype_scores(episode.query_texts, prototypes)
+            query_loss, query_accuracy = classification_metrics(
+                query_logits, label_tensor(episode.query_labels, query_logits.device)
+            )
+        return {
+            "support_loss": losses.total.item(),
+            "mlm_loss": losses.mlm.item(),
+            "nsp_loss": losses.nsp.item(),
+            "nsp_accuracy": losses.nsp_accuracy,
+            "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(),
+            "query_accuracy": query_accuracy,
+        }
+
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        prototypes, support, labels = self.prototypes(episode)
+        if on_inner_step is not None:  # one "step": computing the prototypes
+            with torch.no_grad():
+                support_loss, _ = classification_metrics(
+                    prototype_logits(support, prototypes, self.options.distance, 1.0), labels
+                )
+            metrics = {"inner_step": 1, "support_loss": support_loss.item()}
+            if episode.query_texts:
+                logits = self.prototype_scores(episode.query_texts, prototypes)
+                loss, accuracy = classification_metrics(logits, label_tensor(episode.query_labels, logits.device))
+                metrics.update(query_loss=loss.item(), query_accuracy=accuracy)
+            on_inner_step(metrics)
+        return PretrainedPrototypeModel(self, prototypes)

@@ -1,0 +1,37 @@
+"""Pretraining a from-scratch encoder the way BERT was (Devlin et al. 2019, arXiv:1810.04805).
+
+Masked-language modelling plus next-sentence prediction on bundled or user text; the result is
+saved with ``save_encoder`` and any method starts from it via
+``build_encoder("scratch", checkpoint=folder)`` (a run config's ``encoder_options={"checkpoint": folder}``).
+"""
+
+from metanlp.pretraining.corpus import (
+    PretrainingCorpus,
+    corpus_from_datasets,
+    corpus_from_lines,
+    corpus_from_text_file,
+)
+from metanlp.pretraining.heads import PretrainingHeads
+from metanlp.pretraining.masking import IGNORE_INDEX, MaskingScheme, mask_tokens
+from metanlp.pretraining.nsp import encode_pairs, sample_pairs, tokenize_corpus
+from metanlp.pretraining.schedules import learning_rate_factor, warmup_scheduler
+from metanlp.pretraining.trainer import PretrainingResult, checkpoint_to_folder, pretrain
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MaskingScheme",
+    "PretrainingCorpus",
+    "PretrainingHeads",
+    "PretrainingResult",
+    "checkpoint_to_folder",
+    "corpus_from_datasets",
+    "corpus_from_lines",
+    "corpus_from_text_file",
+    "encode_pairs",
+    "learning_rate_factor",
+    "mask_tokens",
+    "pretrain",
+    "sample_pairs",
+    "tokenize_corpus",
+    "warmup_scheduler",
+]
