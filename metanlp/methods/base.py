@@ -57,6 +57,22 @@ class EncoderOptions:
         check_range("top_k", self.top_k, 1, 48)
 
 
+def resolve_finetune_mode(finetune: str, encoder: Encoder) -> str:
+    """``auto`` → ``full`` for a from-scratch encoder, ``frozen`` for a pretrained one."""
+    check_choice("finetune", finetune, FINETUNE_MODES)
+    if finetune == "auto":
+        return "full" if encoder.kind == "scratch" else "frozen"
+    return finetune
+
+
+def trainable_layer_count(finetune: str, top_k: int) -> int | None:
+    """Argument for ``Encoder.set_trainable_layers``: 0 frozen, ``top_k``, or None (all)."""
+    if finetune == "auto":
+        raise ValueError("resolve 'auto' with resolve_finetune_mode first: it depends on the encoder")
+    check_choice("finetune", finetune, FINETUNE_MODES)
+    return {"frozen": 0, "top": top_k, "full": None}[finetune]
+
+
 class TaskModel(ABC):
     """A model adapted to one task; classes are the task's 0..N-1."""
 
@@ -113,10 +129,9 @@ class Method(nn.Module, ABC):
 
     def configure_encoder(self, finetune: str, top_k: int) -> str:
         """Apply a fine-tuning mode to the encoder; returns the mode used (``auto`` resolved)."""
-        if finetune == "auto":
-            finetune = "full" if self.encoder.kind == "scratch" else "frozen"
-        self.encoder.set_trainable_layers({"frozen": 0, "top": top_k, "full": None}[finetune])
-        return finetune
+        mode = resolve_finetune_mode(finetune, self.encoder)
+        self.encoder.set_trainable_layers(trainable_layer_count(mode, top_k))
+        return mode
 
     def features(self, texts: list[str]) -> torch.Tensor:
         """Sentence embeddings; memoised while the encoder is frozen (the fast path)."""

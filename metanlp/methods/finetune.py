@@ -30,7 +30,6 @@ from torch import nn
 from metanlp.data.types import Episode, Example
 from metanlp.encoders import Encoder
 from metanlp.methods.base import (
-    FINETUNE_MODES,
     EncoderOptions,
     InnerStepCallback,
     Method,
@@ -39,16 +38,12 @@ from metanlp.methods.base import (
     TaskModel,
     classification_metrics,
     label_tensor,
+    resolve_finetune_mode,
+    trainable_layer_count,
 )
 from metanlp.methods.options import OptionError, check_choice, check_range
 from metanlp.methods.registry import register_method
 from metanlp.pretraining.schedules import SCHEDULES, warmup_scheduler
-
-
-def trainable_layer_count(finetune: str, top_k: int) -> int | None:
-    """Argument for ``Encoder.set_trainable_layers``: 0 frozen, ``top_k``, or None (all)."""
-    check_choice("finetune", finetune, FINETUNE_MODES)
-    return {"frozen": 0, "top": top_k, "full": None}[finetune]
 
 
 def layerwise_parameter_groups(encoder: Encoder, top_lr: float, layer_decay: float = 1.0) -> list[dict]:
@@ -134,9 +129,9 @@ class FineTune(Method):
 
     def __init__(self, encoder: Encoder, options: FineTuneOptions) -> None:
         super().__init__(encoder, options)
-        self.configure_encoder(options.finetune, options.top_k)
+        mode = self.configure_encoder(options.finetune, options.top_k)
         # With a frozen encoder nothing learned across tasks reaches a new task's head.
-        self.learns_across_tasks = options.finetune != "frozen"
+        self.learns_across_tasks = mode != "frozen"
         self.base_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
         self.base_classes: dict[str, int] = {}
         self._scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -297,7 +292,7 @@ def supervised_finetune(
     rng = random.Random(seed)
     device = encoder.device
 
-    encoder.set_trainable_layers(trainable_layer_count(finetune, top_k))
+    encoder.set_trainable_layers(trainable_layer_count(resolve_finetune_mode(finetune, encoder), top_k))
     head = nn.Linear(encoder.hidden_size, len(classes)).to(device)
     groups = [{"params": list(head.parameters()), "lr": head_lr, "name": "head"}]
     groups += layerwise_parameter_groups(encoder, encoder_lr, layer_decay)
