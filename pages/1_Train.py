@@ -24,7 +24,7 @@ from metanlp.data.registry import list_datasets, load_dataset
 from metanlp.data.user_data import load_user_dataset
 from metanlp.device import describe_device, resolve_device
 from metanlp.engine.config import ConfigError
-from metanlp.methods import OptionError, method_cards
+from metanlp.methods import OptionError, get_method_class, method_cards
 
 FOLDED_FIELDS = ("eval_every", "val_episodes", "eval_seed", "attention_text")  # inside "More settings"
 BUILT_IN, UPLOADED = "Built-in dataset", "Upload a CSV / JSONL file"
@@ -131,7 +131,11 @@ for column, (name, label, default) in zip(
 
 columns = st.columns(4)
 with columns[0]:
-    values["encoder"] = st.selectbox("Encoder", list(ENCODERS), format_func=ENCODERS.get)
+    preferred = get_method_class(values["method"]).preferred_encoder
+    values["encoder"] = st.selectbox(
+        "Encoder", list(ENCODERS), format_func=ENCODERS.get, index=list(ENCODERS).index(preferred or "minilm"),
+        key=f"train_encoder_{values['method']}",  # each method starts from the encoder it is built for
+    )
     messages.slot("encoder")
 with columns[1]:
     values["eval_episodes"] = int(st.number_input("Test episodes (final evaluation)", value=100, step=10))

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from metanlp.engine.config import ConfigError, RunConfig
-from metanlp.methods import default_options, method_names
+from metanlp.methods import default_options, get_method_class, method_names
 
 DEFAULT_DATASETS = ("clinc150", "banking77", "huffpost", "fewrel")
 DEFAULT_SHOTS = (1, 5)
@@ -65,6 +65,10 @@ def bench_configs(settings: BenchSettings) -> list[RunConfig]:
     for dataset in settings.datasets:
         for k_shot in settings.shots:
             for method in settings.resolved_methods():
+                encoder, encoder_options = settings.encoder, dict(settings.encoder_options)
+                preferred = get_method_class(method).preferred_encoder
+                if preferred and preferred != encoder:  # e.g. MLM pretraining needs the scratch encoder
+                    encoder, encoder_options = preferred, {}
                 configs.append(RunConfig(
                     method=method,
                     dataset=dataset,
@@ -73,8 +77,8 @@ def bench_configs(settings: BenchSettings) -> list[RunConfig]:
                     n_query=settings.n_query,
                     train_steps=settings.train_steps,
                     eval_episodes=settings.episodes,
-                    encoder=settings.encoder,
-                    encoder_options=dict(settings.encoder_options),
+                    encoder=encoder,
+                    encoder_options=encoder_options,
                     method_options=method_cell_options(settings, method),
                     seed=settings.seed,
                     device=settings.device,

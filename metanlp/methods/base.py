@@ -115,6 +115,9 @@ class Method(nn.Module, ABC):
     #: True when ``train_step`` improves the method across tasks; False for methods that
     #: only adapt per task (the engine then skips meta-training).
     learns_across_tasks: ClassVar[bool] = True
+    #: The encoder a method is built for when it is not free to use any ("scratch": MLM
+    #: pretraining, or a small student); the bench and the Train page default to it.
+    preferred_encoder: ClassVar[str | None] = None
 
     def __init__(self, encoder: Encoder, options: Any) -> None:
         super().__init__()

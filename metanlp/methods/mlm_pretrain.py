@@ -81,6 +81,7 @@ class MLMPretrain(Method):
         paper_url="https://arxiv.org/abs/1810.04805",
     )
     Options = MLMPretrainOptions
+    preferred_encoder = "scratch"
 
     def __init__(self, encoder: Encoder, options: MLMPretrainOptions) -> None:
         super().__init__(encoder, options)
