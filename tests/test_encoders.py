@@ -126,3 +126,30 @@ def test_length_sorted_batching_keeps_the_order(tiny_encoder):
     one_by_one = torch.cat([tiny_encoder.embed([t]) for t in texts])
     assert torch.allclose(sorted_batches, one_by_one, atol=1e-5)
     assert torch.allclose(plain, one_by_one, atol=1e-5)
+
+
+def test_cache_is_shared_by_copies_and_dropped_when_weights_change(tiny_encoder):
+    import copy
+    import gc
+    import weakref
+
+    from metanlp.encoders.cache import share_cache, shared_cache
+
+    tiny_encoder.eval().set_trainable_layers(0)
+    duplicate = copy.deepcopy(tiny_encoder)
+    share_cache(tiny_encoder, duplicate)
+    first = shared_cache(duplicate).embed(["shared sentence"])
+    assert len(shared_cache(tiny_encoder)) == 1  # the original sees what the copy embedded
+    other = copy.deepcopy(tiny_encoder)
+    share_cache(tiny_encoder, other)
+    assert torch.equal(shared_cache(other).embed(["shared sentence"]), first)
+    assert shared_cache(other).misses == 0
+    with torch.no_grad():  # an in-place change of the weights invalidates the copy's embeddings only
+        other.layers[0].attention.w_value.weight.mul_(2.0)
+    changed = shared_cache(other).embed(["shared sentence"])
+    assert not torch.allclose(changed, first) and len(shared_cache(tiny_encoder)) == 1
+    assert torch.equal(shared_cache(tiny_encoder).embed(["shared sentence"]), first)
+    reference = weakref.ref(other)
+    del other, changed
+    gc.collect()
+    assert reference() is None, "the cache registry kept a dead encoder alive"

@@ -9,27 +9,46 @@ import torch
 from metanlp.encoders.base import Encoder
 
 
+def weights_version(encoder: Encoder) -> tuple[int, ...]:
+    """Changes whenever any parameter is modified in place (optimiser steps, load_state_dict)."""
+    return tuple(parameter._version for parameter in encoder.parameters())
+
+
 class EmbeddingCache:
     """Maps text → embedding (kept on CPU) for one frozen encoder.
 
     Valid only while the encoder's weights do not change; callers clear it after training.
     """
 
-    def __init__(self, encoder: Encoder, batch_size: int = 64) -> None:
-        self.encoder = encoder
+    def __init__(self, encoder: Encoder, batch_size: int = 64, store: dict | None = None) -> None:
+        # A weak reference: the shared-cache registry is keyed weakly by encoder, and a strong
+        # reference from the value would keep every encoder (and its cache) alive forever.
+        self._encoder = weakref.ref(encoder)
         self.batch_size = batch_size
-        self._store: dict[str, torch.Tensor] = {}
+        self._store: dict[str, torch.Tensor] = {} if store is None else store
+        self._weights_version = weights_version(encoder)
         self.hits = 0
         self.misses = 0
+
+    @property
+    def encoder(self) -> Encoder:
+        encoder = self._encoder()
+        if encoder is None:
+            raise RuntimeError("the encoder of this embedding cache no longer exists")
+        return encoder
 
     def __len__(self) -> int:
         return len(self._store)
 
     def clear(self) -> None:
-        self._store.clear()
+        """Forget every embedding (a fresh dict: a store shared with another copy stays intact)."""
+        self._store = {}
+        self._weights_version = weights_version(self.encoder)
 
     @torch.inference_mode()
     def _fill(self, texts: list[str]) -> None:
+        if weights_version(self.encoder) != self._weights_version:
+            self.clear()  # the weights were modified in place since these embeddings were made
         missing = list(dict.fromkeys(t for t in texts if t not in self._store))
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
@@ -59,3 +78,11 @@ def shared_cache(encoder: Encoder) -> EmbeddingCache:
     if encoder not in _SHARED:
         _SHARED[encoder] = EmbeddingCache(encoder)
     return _SHARED[encoder]
+
+
+def share_cache(original: Encoder, copy: Encoder) -> None:
+    """Let an unmodified copy read and fill ``original``'s embeddings (same weights, same vectors).
+
+    The copy detaches (starts an empty store) as soon as its weights change in place.
+    """
+    _SHARED[copy] = EmbeddingCache(copy, store=shared_cache(original)._store)

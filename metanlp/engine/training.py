@@ -28,6 +28,7 @@ from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode, TextDataset
 from metanlp.device import precision_context, resolve_device
 from metanlp.encoders import Encoder, build_encoder
+from metanlp.encoders.cache import share_cache
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.evaluation import EvaluationResult, evaluate
 from metanlp.methods.base import Method
@@ -90,7 +91,10 @@ class EncoderPool:
         key = repr((name, sorted(options.items())))
         if key not in self._pristine:
             self._pristine[key] = build_encoder(name, **options)
-        return copy.deepcopy(self._pristine[key])
+        pristine = self._pristine[key]
+        fresh = copy.deepcopy(pristine)
+        share_cache(pristine, fresh)  # runs on the same frozen encoder embed each sentence once
+        return fresh
 
 
 _DEFAULT_POOL = EncoderPool()
