@@ -45,6 +45,8 @@ CURVE_POINTS = """() => {
 }"""
 HEATMAPS = """() => [...document.querySelectorAll('.js-plotly-plot')]
   .filter(chart => (chart._fullData || []).some(trace => trace.type === 'heatmap')).length"""
+BAR_CHARTS = """() => [...document.querySelectorAll('.js-plotly-plot')]
+  .filter(chart => (chart._fullData || []).some(trace => trace.type === 'bar')).length"""
 HEATMAP_TRACES = """() => [...document.querySelectorAll('.js-plotly-plot')]
   .flatMap(chart => chart._fullData || []).filter(trace => trace.type === 'heatmap').length"""
 
@@ -227,3 +229,15 @@ def test_launch_watch_and_inspect_attention(tmp_path):
         page.get_by_text("Queries labelled right").wait_for(timeout=PAGE_SECONDS * 1000)
         no_exceptions(page)
         screenshot(page, "episodes")
+
+        # The Leaderboard reads bench results from the same store the dashboard writes.
+        from metanlp.bench import run_bench
+        from metanlp.runs import RunStore
+        from tests.test_bench import tiny_settings
+
+        assert len(run_bench(tiny_settings(), RunStore(tmp_path / "runs")).computed) == 2
+        open_page(page, server, "Leaderboard", "Leaderboard")
+        page.wait_for_function(f"({BAR_CHARTS})() >= 1", timeout=PAGE_SECONDS * 1000)
+        page.get_by_text("shared episodes").first.wait_for(timeout=PAGE_SECONDS * 1000)
+        no_exceptions(page)
+        screenshot(page, "leaderboard")

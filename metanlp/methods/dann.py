@@ -1,0 +1,204 @@
+"""Domain-adversarial training (DANN; Ganin et al. 2016, JMLR, arXiv:1505.07818).
+
+Three parts: a feature extractor G_f (encoder + a small trainable layer), a label
+classifier G_y trained on the labelled source episodes, and a domain classifier G_d that
+tells source text from *unlabelled* target text. G_d sits behind a gradient-reversal
+layer, so the same backward pass that improves G_d pushes G_f towards features G_d
+cannot separate: features that carry the labels but not the domain.
+
+The target dataset's labels are never used for training; only the texts of its training
+and validation classes are, so its test classes stay unseen until evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metanlp.data.registry import available_names, examples_for_split, load_dataset
+from metanlp.data.types import Episode
+from metanlp.encoders import Encoder
+from metanlp.methods._gradient_reversal import (
+    BaseClassIndex,
+    ResidualAdapter,
+    adapt_with_prototypes,
+    dann_lambda,
+    reverse_gradient,
+    seen_class_logits,
+)
+from metanlp.methods.base import (
+    EncoderOptions,
+    InnerStepCallback,
+    Method,
+    MethodCard,
+    Metrics,
+    TaskModel,
+    classification_metrics,
+)
+from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.protonet import DISTANCES
+from metanlp.methods.registry import register_method
+
+#: Splits whose texts (never labels) serve as unlabelled target-domain data.
+UNLABELLED_TARGET_SPLITS = ("train", "val")
+
+
+def unlabelled_target_texts(dataset_name: str, max_texts: int, seed: int) -> list[str]:
+    """Distinct texts of the target's train and val classes (a seeded subset), labels dropped."""
+    dataset = load_dataset(dataset_name)
+    texts = list(
+        dict.fromkeys(
+            example.text for split in UNLABELLED_TARGET_SPLITS for example in examples_for_split(dataset, split)
+        )
+    )
+    if not texts:
+        raise OptionError(f"target_dataset {dataset_name!r} has no train or val text to adapt to")
+    if len(texts) > max_texts:
+        texts = random.Random(seed).sample(texts, max_texts)
+    return texts
+
+
+@dataclass
+class DANNOptions(EncoderOptions):
+    target_dataset: str = "fewrel_pubmed"
+    reversal: bool = True  # False: G_d only watches (detached features) — the no-adaptation baseline
+    max_lambda: float = 1.0  # λ, the weight of the reversed domain gradient, at the end of the schedule
+    lambda_schedule: bool = True  # λ_p = 2/(1+exp(-10p)) - 1 over schedule_steps; else constant
+    schedule_steps: int = 200
+    adapter_size: int = 128  # bottleneck of the residual adapter on top of the encoder
+    domain_hidden: int = 128
+    target_batch: int = 0  # unlabelled target texts per step; 0: as many as the support set
+    target_pool: int = 2000
+    lr: float = 1e-4  # small: on 8 FewRel relations, 1e-3 overfits the adapter (docs/results_transfer.md)
+    max_base_classes: int = 256
+    distance: str = "euclidean"
+    seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.target_dataset not in available_names():
+            raise OptionError(
+                f"option 'target_dataset' names unknown dataset {self.target_dataset!r}; "
+                f"available: {', '.join(available_names())}"
+            )
+        check_range("max_lambda", self.max_lambda, 0.0, 100.0)
+        check_range("schedule_steps", self.schedule_steps, 1, 10_000_000)
+        check_range("adapter_size", self.adapter_size, 1, 8192)
+        check_range("domain_hidden", self.domain_hidden, 1, 8192)
+        check_range("target_batch", self.target_batch, 0, 4096)
+        check_range("target_pool", self.target_pool, 1, 1_000_000)
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("max_base_classes", self.max_base_classes, 2, 100_000)
+        check_choice("distance", self.distance, DISTANCES)
+
+
+def domain_metrics(domain_logits: torch.Tensor, is_target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Binary cross-entropy of G_d (a tensor) and its accuracy (a float): (B,), (B,) → ..."""
+    loss = F.binary_cross_entropy_with_logits(domain_logits, is_target)
+    accuracy = ((domain_logits > 0).float() == is_target).float().mean().item()
+    return loss, accuracy
+
+
+@register_method
+class DANN(Method):
+    card = MethodCard(
+        name="dann",
+        title="Domain-adversarial training (DANN)",
+        family="transfer learning",
+        summary=(
+            "Learns features from labelled source-domain text that a domain classifier cannot tell "
+            "apart from unlabelled target-domain text: the domain classifier's gradient is reversed "
+            "on its way into the feature extractor. New tasks are classified by nearest class mean."
+        ),
+        formula=r"\min_{\theta_f,\theta_y}\max_{\theta_d}\ \mathcal{L}_y\!\left(G_y(G_f(x^s)),y^s\right)"
+        r"-\lambda\,\mathcal{L}_d\!\left(G_d(G_f(x)),d\right),\quad \lambda_p=\frac{2}{1+e^{-10p}}-1",
+        paper=(
+            "Ganin, Ustinova, Ajakan, Germain, Larochelle, Laviolette, Marchand, Lempitsky. "
+            "Domain-Adversarial Training of Neural Networks. JMLR 17(59), 2016."
+        ),
+        paper_url="https://arxiv.org/abs/1505.07818",
+    )
+    Options = DANNOptions
+
+    def __init__(self, encoder: Encoder, options: DANNOptions) -> None:
+        super().__init__(encoder, options)
+        self.configure_encoder(options.finetune, options.top_k)
+        self.feature_layer = ResidualAdapter(encoder.hidden_size, options.adapter_size)  # top of G_f
+        self.label_head = nn.Linear(encoder.hidden_size, options.max_base_classes)  # G_y
+        self.domain_classifier = nn.Sequential(  # G_d
+            nn.Linear(encoder.hidden_size, options.domain_hidden),
+            nn.ReLU(),
+            nn.Linear(options.domain_hidden, 1),
+        )
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self.source_classes = BaseClassIndex(options.max_base_classes)
+        self.target_texts = unlabelled_target_texts(options.target_dataset, options.target_pool, options.seed)
+        self._rng = random.Random(options.seed)
+
+    def domain_invariant_features(self, texts: list[str]) -> torch.Tensor:
+        """G_f(x), (len(texts), encoder hidden size)."""
+        return self.feature_layer(self.features(texts))
+
+    def current_lambda(self) -> float:
+        if not self.options.lambda_schedule:
+            return self.options.max_lambda
+        progress = self.steps_done.item() / self.options.schedule_steps
+        return self.options.max_lambda * dann_lambda(progress)
+
+    def train_step(self, episode: Episode) -> Metrics:
+        """Label loss on the source support set + domain loss on it and as many target texts."""
+        self.train()
+        device = self.device
+        support_labels = self.source_classes.labels(episode, episode.support_labels, device)
+        query_labels = self.source_classes.labels(episode, episode.query_labels, device)
+        n_seen = len(self.source_classes)
+        n_target = self.options.target_batch or len(episode.support_texts)
+        target_texts = self._rng.sample(self.target_texts, min(n_target, len(self.target_texts)))
+        strength = self.current_lambda()
+
+        optimizer = self.optimizer()
+        optimizer.zero_grad()
+        source_features = self.domain_invariant_features(episode.support_texts)
+        target_features = self.domain_invariant_features(target_texts)
+        label_loss, support_accuracy = classification_metrics(
+            seen_class_logits(self.label_head, source_features, n_seen), support_labels
+        )
+        both_domains = torch.cat([source_features, target_features])
+        # Without reversal G_d only observes: the features get no domain gradient at all.
+        domain_input = reverse_gradient(both_domains, strength) if self.options.reversal else both_domains.detach()
+        is_target = torch.cat([torch.zeros(len(source_features)), torch.ones(len(target_features))]).to(device)
+        domain_loss, domain_accuracy = domain_metrics(self.domain_classifier(domain_input).squeeze(-1), is_target)
+        (label_loss + domain_loss).backward()
+        optimizer.step()
+        self.steps_done += 1
+
+        with torch.no_grad():
+            query_logits = seen_class_logits(
+                self.label_head, self.domain_invariant_features(episode.query_texts), n_seen
+            )
+            query_loss, query_accuracy = classification_metrics(query_logits, query_labels)
+        return {
+            "support_loss": label_loss.item(),
+            "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(),
+            "query_accuracy": query_accuracy,
+            "domain_loss": domain_loss.item(),
+            "domain_accuracy": domain_accuracy,
+            "lambda": strength if self.options.reversal else 0.0,
+        }
+
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        self.eval()
+        return adapt_with_prototypes(
+            self.domain_invariant_features, episode, self.options.distance, on_inner_step
+        )
+
+    def extra_state_config(self) -> dict:
+        return {"source_classes": self.source_classes.to_config()}
+
+    def load_extra_state_config(self, config: dict) -> None:
+        self.source_classes.load_config(config.get("source_classes", {}))
