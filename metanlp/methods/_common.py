@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from metanlp.data.types import Episode
-from metanlp.methods.base import Method, Metrics, TaskModel, classification_metrics, label_tensor
+from metanlp.methods.base import (
+    InnerStepCallback,
+    Method,
+    Metrics,
+    TaskModel,
+    classification_metrics,
+    label_tensor,
+)
 
 LossAndAccuracy = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]
 HEADS = ("residual", "projection")  # kinds of EmbeddingHead
@@ -79,3 +86,61 @@ def step_if_trainable(method: Method, loss: torch.Tensor) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # query features (Q, H) → logits (Q, N)
+
+
+class OnePassMethod(Method):
+    """A method whose adaptation is one forward pass: the support set defines a scorer.
+
+    Subclasses implement ``scorer`` (and may override ``loss`` and ``extra_metrics``); the
+    meta-training step and the adaptation are then the same for all of them: score the
+    queries with the scorer built from the support set, step on the query loss, report.
+    """
+
+    def scorer(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> Scorer:
+        """The task's scoring function, built from support features (S, H) and labels (S,)."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+        return classification_metrics(logits, labels)
+
+    def extra_metrics(self) -> Metrics:
+        """Method-specific values reported with every training step (e.g. a learned scale)."""
+        return {}
+
+    def train_step(self, episode: Episode) -> Metrics:
+        self.train()
+        n_support = len(episode.support_texts)
+        embeddings = self.features(episode.support_texts + episode.query_texts)
+        support, queries = embeddings[:n_support], embeddings[n_support:]
+        support_labels = label_tensor(episode.support_labels, support.device)
+        query_labels = label_tensor(episode.query_labels, support.device)
+        query_loss, query_accuracy = self.loss(
+            self.scorer(support, support_labels, episode.n_way)(queries), query_labels
+        )
+        step_if_trainable(self, query_loss)
+        with torch.no_grad():
+            support_loss, support_accuracy = self.loss(
+                self.scorer(support, support_labels, episode.n_way)(support), support_labels
+            )
+        return {
+            "support_loss": support_loss.item(),
+            "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(),
+            "query_accuracy": query_accuracy,
+            **self.extra_metrics(),
+        }
+
+    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
+        """Build the scorer from the support set, reported as one inner step."""
+        self.eval()
+        with torch.no_grad():
+            support = self.features(episode.support_texts)
+            labels = label_tensor(episode.support_labels, support.device)
+            score = self.scorer(support, labels, episode.n_way)
+        task_model = FeatureTaskModel(self.features, score)
+        if on_inner_step is not None:
+            on_inner_step(one_pass_report(task_model, episode, self.loss))
+        return task_model

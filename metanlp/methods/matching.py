@@ -9,18 +9,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._common import HEADS, EmbeddingHead, FeatureTaskModel, one_pass_report, step_if_trainable
+from metanlp.methods._common import (
+    HEADS,
+    EmbeddingHead,
+    OnePassMethod,
+)
 from metanlp.methods.base import (
     EncoderOptions,
-    InnerStepCallback,
-    Method,
     MethodCard,
     Metrics,
-    TaskModel,
-    classification_metrics,
-    label_tensor,
 )
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.registry import register_method
@@ -104,7 +102,7 @@ class FullContextEmbedding(nn.Module):
 
 
 @register_method
-class MatchingNetwork(Method):
+class MatchingNetwork(OnePassMethod):
     card = MethodCard(
         name="matching",
         title="Matching Networks",
@@ -155,40 +153,8 @@ class MatchingNetwork(Method):
         similarities = scaled_cosine(queries, support, self.log_scale.exp())
         return matching_log_probabilities(similarities, support_labels, n_way)
 
-    def train_step(self, episode: Episode) -> Metrics:
-        self.train()
-        n_support = len(episode.support_texts)
-        embeddings = self.features(episode.support_texts + episode.query_texts)
-        support, queries = embeddings[:n_support], embeddings[n_support:]
-        support_labels = label_tensor(episode.support_labels, support.device)
-        query_labels = label_tensor(episode.query_labels, support.device)
-        query_loss, query_accuracy = classification_metrics(
-            self.episode_logits(support, support_labels, queries, episode.n_way), query_labels
-        )
-        step_if_trainable(self, query_loss)
-        with torch.no_grad():
-            support_loss, support_accuracy = classification_metrics(
-                self.episode_logits(support, support_labels, support, episode.n_way), support_labels
-            )
-        return {
-            "support_loss": support_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-            "scale": self.log_scale.exp().item(),
-        }
+    def scorer(self, support: torch.Tensor, labels: torch.Tensor, n_way: int):
+        return lambda queries: self.episode_logits(support, labels, queries, n_way)
 
-    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
-        self.eval()
-        with torch.no_grad():
-            support = self.features(episode.support_texts)
-            labels = label_tensor(episode.support_labels, support.device)
-        n_way = episode.n_way
-
-        def score(queries: torch.Tensor) -> torch.Tensor:
-            return self.episode_logits(support, labels, queries, n_way)
-
-        task_model = FeatureTaskModel(self.features, score)
-        if on_inner_step is not None:  # one "step": embedding the support set
-            on_inner_step(one_pass_report(task_model, episode))
-        return task_model
+    def extra_metrics(self) -> Metrics:
+        return {"scale": self.log_scale.exp().item()}

@@ -7,18 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._common import FeatureTaskModel, one_pass_report, step_if_trainable
+from metanlp.methods._common import OnePassMethod
 from metanlp.methods.base import (
     EncoderOptions,
-    InnerStepCallback,
-    Method,
     MethodCard,
     Metrics,
-    TaskModel,
-    classification_metrics,
-    label_tensor,
 )
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.registry import register_method
@@ -58,7 +52,7 @@ class ProtoNetOptions(EncoderOptions):
 
 
 @register_method
-class ProtoNet(Method):
+class ProtoNet(OnePassMethod):
     card = MethodCard(
         name="protonet",
         title="Prototypical Networks",
@@ -83,35 +77,9 @@ class ProtoNet(Method):
     def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         return prototype_logits(queries, prototypes, self.options.distance, self.log_scale.exp())
 
-    def train_step(self, episode: Episode) -> Metrics:
-        self.train()
-        n_support = len(episode.support_texts)
-        embeddings = self.features(episode.support_texts + episode.query_texts)
-        support, queries = embeddings[:n_support], embeddings[n_support:]
-        support_labels = label_tensor(episode.support_labels, support.device)
-        query_labels = label_tensor(episode.query_labels, support.device)
-        prototypes = class_prototypes(support, support_labels, episode.n_way)
-        query_loss, query_accuracy = classification_metrics(self.logits(queries, prototypes), query_labels)
-        step_if_trainable(self, query_loss)
-        with torch.no_grad():
-            support_loss, support_accuracy = classification_metrics(
-                self.logits(support, prototypes), support_labels
-            )
-        return {
-            "support_loss": support_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-            "scale": self.log_scale.exp().item(),
-        }
+    def scorer(self, support: torch.Tensor, labels: torch.Tensor, n_way: int):
+        prototypes = class_prototypes(support, labels, n_way)
+        return lambda queries: self.logits(queries, prototypes)
 
-    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
-        self.eval()
-        with torch.no_grad():
-            support = self.features(episode.support_texts)
-            labels = label_tensor(episode.support_labels, support.device)
-            prototypes = class_prototypes(support, labels, episode.n_way)
-        task_model = FeatureTaskModel(self.features, lambda queries: self.logits(queries, prototypes))
-        if on_inner_step is not None:  # one "step": computing the prototypes
-            on_inner_step(one_pass_report(task_model, episode))
-        return task_model
+    def extra_metrics(self) -> Metrics:
+        return {"scale": self.log_scale.exp().item()}

@@ -8,18 +8,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._common import HEADS, EmbeddingHead, FeatureTaskModel, one_pass_report, step_if_trainable
+from metanlp.methods._common import (
+    HEADS,
+    EmbeddingHead,
+    OnePassMethod,
+)
 from metanlp.methods.base import (
     EncoderOptions,
-    InnerStepCallback,
-    Method,
     MethodCard,
-    Metrics,
-    TaskModel,
     classification_metrics,
-    label_tensor,
 )
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.protonet import class_prototypes
@@ -67,7 +65,7 @@ class RelationOptions(EncoderOptions):
 
 
 @register_method
-class RelationNetwork(Method):
+class RelationNetwork(OnePassMethod):
     card = MethodCard(
         name="relation",
         title="Relation Networks",
@@ -121,35 +119,7 @@ class RelationNetwork(Method):
     def loss(self, relation_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
         return relation_loss(relation_logits, labels, self.options.loss)
 
-    def train_step(self, episode: Episode) -> Metrics:
-        """query_loss / support_loss are the training objective (MSE by default, see ``options.loss``)."""
-        self.train()
-        n_support = len(episode.support_texts)
-        embeddings = self.features(episode.support_texts + episode.query_texts)
-        support, queries = embeddings[:n_support], embeddings[n_support:]
-        support_labels = label_tensor(episode.support_labels, support.device)
-        query_labels = label_tensor(episode.query_labels, support.device)
-        classes = self.class_embeddings(support, support_labels, episode.n_way)
-        query_loss, query_accuracy = self.loss(self.relation_logits(queries, classes), query_labels)
-        step_if_trainable(self, query_loss)
-        with torch.no_grad():
-            classes = self.class_embeddings(support, support_labels, episode.n_way)
-            support_loss, support_accuracy = self.loss(self.relation_logits(support, classes), support_labels)
-        return {
-            "support_loss": support_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-        }
-
-    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
-        """Logits of the task model are the pre-sigmoid relations, so softmax gives class probabilities."""
-        self.eval()
-        with torch.no_grad():
-            support = self.features(episode.support_texts)
-            labels = label_tensor(episode.support_labels, support.device)
-            classes = self.class_embeddings(support, labels, episode.n_way)
-        task_model = FeatureTaskModel(self.features, lambda queries: self.relation_logits(queries, classes))
-        if on_inner_step is not None:  # one "step": pooling the class embeddings
-            on_inner_step(one_pass_report(task_model, episode, self.loss))
-        return task_model
+    def scorer(self, support: torch.Tensor, labels: torch.Tensor, n_way: int):
+        """Logits are the pre-sigmoid relations, so softmax gives class probabilities."""
+        classes = self.class_embeddings(support, labels, n_way)
+        return lambda queries: self.relation_logits(queries, classes)
