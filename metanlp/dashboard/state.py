@@ -7,12 +7,6 @@ their own. The run manager is cached per runs folder, so ``METANLP_RUNS_DIR`` de
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-import types
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import streamlit as st
@@ -38,9 +32,6 @@ EPISODE_SEED = "episodes_seed"
 ATTENTION_SOURCE = "attention_source"
 BASE_MODEL = "Pretrained MiniLM (no training)"
 
-PRELOAD_ENV = "METANLP_PRELOAD_ENCODERS"  # which encoders the run workers load while idle
-
-
 def runs_root() -> Path:
     return default_runs_dir().resolve()
 
@@ -54,50 +45,11 @@ def _shutdown(manager: RunManager) -> None:
     manager.shutdown(timeout=2.0)  # then busy workers are terminated; their runs are marked failed
 
 
-def preloaded_encoders() -> tuple[str, ...]:
-    """Encoders the workers load while idle: ``$METANLP_PRELOAD_ENCODERS`` (comma-separated), else MiniLM.
-
-    Preloading makes a MiniLM run's first loss point come in seconds; an empty value skips it
-    (tests, or machines that only train from-scratch encoders).
-    """
-    configured = os.environ.get(PRELOAD_ENV)
-    if configured is None:
-        return ("minilm",)
-    return tuple(name.strip() for name in configured.split(",") if name.strip())
-
-
-_MAIN_SWAP_LOCK = threading.Lock()
-
-
-@contextmanager
-def _neutral_main() -> Iterator[None]:
-    """Hide Streamlit's page module from ``multiprocessing`` while a worker process starts.
-
-    Streamlit installs each page as ``__main__`` with the page's ``__file__``; a spawned child
-    would re-run that page while bootstrapping (and fail starting processes of its own). A bare
-    ``__main__`` without a file tells ``multiprocessing`` there is nothing to re-run.
-    """
-    with _MAIN_SWAP_LOCK:
-        page_main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            yield
-        finally:
-            if page_main is not None:
-                sys.modules["__main__"] = page_main
-
-
-class DashboardRunManager(RunManager):
-    """A ``RunManager`` whose workers start cleanly from inside a Streamlit script."""
-
-    def _start(self, slot: int) -> None:
-        with _neutral_main():
-            super()._start(slot)
-
-
 @st.cache_resource(show_spinner=False, on_release=_shutdown)
 def _manager_for(root: str) -> RunManager:
-    return DashboardRunManager(_store_for(root), preload=preloaded_encoders())
+    # RunManager hides Streamlit's page module from spawned workers itself, and reads
+    # $METANLP_PRELOAD_ENCODERS for what the workers load while idle.
+    return RunManager(_store_for(root))
 
 
 def release_run_managers() -> None:
