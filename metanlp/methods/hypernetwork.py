@@ -19,18 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._common import FeatureTaskModel, one_pass_report, step_if_trainable
+from metanlp.methods._common import OnePassMethod
 from metanlp.methods.base import (
     EncoderOptions,
-    InnerStepCallback,
-    Method,
     MethodCard,
     Metrics,
-    TaskModel,
-    classification_metrics,
-    label_tensor,
 )
 from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.protonet import class_prototypes
@@ -70,7 +64,7 @@ def mlp(input_size: int, hidden_size: int, output_size: int) -> nn.Sequential:
 
 
 @register_method
-class HyperNetwork(Method):
+class HyperNetwork(OnePassMethod):
     card = MethodCard(
         name="hypernetwork",
         title="HyperNetwork (generated task model)",
@@ -97,6 +91,7 @@ class HyperNetwork(Method):
     def __init__(self, encoder: Encoder, options: HyperNetworkOptions) -> None:
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
+        self._film_scale_norm = float("nan")  # reported with each training step
         size, hidden = options.feature_size, options.generator_size
         self.features_layer = nn.Linear(encoder.hidden_size, size)  # φ, shared by every task
         self.task_encoder = mlp(encoder.hidden_size, hidden, size)  # ψ, summarises the support set
@@ -136,39 +131,11 @@ class HyperNetwork(Method):
         modulated = self.modulate(features, parameters.film_scale, parameters.film_shift)
         return modulated @ parameters.weight.T + parameters.bias
 
-    def train_step(self, episode: Episode) -> Metrics:
-        self.train()
-        n_support = len(episode.support_texts)
-        embeddings = self.features(episode.support_texts + episode.query_texts)
-        support, queries = embeddings[:n_support], embeddings[n_support:]
-        support_labels = label_tensor(episode.support_labels, support.device)
-        query_labels = label_tensor(episode.query_labels, support.device)
-        parameters = self.generate(support, support_labels, episode.n_way)
-        query_loss, query_accuracy = classification_metrics(
-            self.task_logits(parameters, queries), query_labels
-        )
-        step_if_trainable(self, query_loss)
-        with torch.no_grad():
-            parameters = self.generate(support, support_labels, episode.n_way)
-            support_loss, support_accuracy = classification_metrics(
-                self.task_logits(parameters, support), support_labels
-            )
-        return {
-            "support_loss": support_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-            "film_scale_norm": parameters.film_scale.norm().item(),
-        }
+    def scorer(self, support: torch.Tensor, labels: torch.Tensor, n_way: int):
+        """One forward pass of the hypernetwork generates the task model."""
+        parameters = self.generate(support, labels, n_way)
+        self._film_scale_norm = parameters.film_scale.detach().norm().item()  # of the latest task
+        return lambda queries: self.task_logits(parameters, queries)
 
-    def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
-        """One forward pass of the hypernetwork, reported as one inner step."""
-        self.eval()
-        with torch.no_grad():
-            support = self.features(episode.support_texts)
-            labels = label_tensor(episode.support_labels, support.device)
-            parameters = self.generate(support, labels, episode.n_way)
-        task_model = FeatureTaskModel(self.features, lambda queries: self.task_logits(parameters, queries))
-        if on_inner_step is not None:
-            on_inner_step(one_pass_report(task_model, episode))
-        return task_model
+    def extra_metrics(self) -> Metrics:
+        return {"film_scale_norm": self._film_scale_norm}
