@@ -4,7 +4,7 @@ Pretrains ScratchTransformerEncoder (2 layers, d 128 by default) with MLM + NSP 
 split of the bundled English datasets (one document per class; see ``metanlp.pretraining.corpus``),
 then compares frozen-encoder ProtoNet on CLINC150 meta-TEST classes (never in the corpus):
 pretrained vs the same architecture at its random initialisation (same seed), 5-way 1-shot and
-5-shot, the same 100 episodes for both. Writes a markdown section to docs/results_pretraining.md.
+5-shot, the same 100 episodes for both. Writes the ``clinc`` section of docs/results_pretraining.md.
 
     python benchmarks/bench_pretraining.py                       # ~10 min on 2 CPU cores
     python benchmarks/bench_pretraining.py --steps 300 --max-minutes 2 --episodes 20   # a smoke run
@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metanlp.bench.report import replace_section  # noqa: E402
 from metanlp.data.episodes import EpisodeSampler  # noqa: E402
 from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
 from metanlp.device import describe_device, resolve_device  # noqa: E402
@@ -51,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--tied-decoder", action="store_true", help="tie the MLM decoder to the token embedding (BERT)")
     parser.add_argument("--datasets", default="", help="comma-separated; default: every English dataset")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -137,7 +139,7 @@ def main() -> None:
         encoder, corpus, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         seed=args.seed, on_event=show, should_stop=lambda: time.perf_counter() - started > budget_s,
         eval_every=25, save_checkpoint=checkpoint_to_folder(checkpoint_root),
-        checkpoint_steps=range(quarter, args.steps, quarter),
+        checkpoint_steps=range(quarter, args.steps, quarter), tied_decoder=args.tied_decoder,
     )
     print(f"pretrained {result.steps_done} steps in {result.seconds:.0f} s", flush=True)
 
@@ -168,10 +170,9 @@ def number(value: float) -> str:
 def write_report(args, corpus, result, rows, device, wall: float, entropy: float, n_probe: int) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        "# Pretraining the from-scratch encoder (MLM + NSP) and few-shot transfer",
-        "",
         "Produced by `python benchmarks/bench_pretraining.py "
-        f"--steps {args.steps} --max-minutes {args.max_minutes:g} --episodes {args.episodes}`.",
+        f"--steps {args.steps} --max-minutes {args.max_minutes:g} --episodes {args.episodes}"
+        f"{' --tied-decoder' if args.tied_decoder else ''}`.",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {describe_device(device)}, "
         f"torch {torch.__version__}, Python {platform.python_version()}, load average {load:.1f} when it finished "
@@ -180,7 +181,8 @@ def write_report(args, corpus, result, rows, device, wall: float, entropy: float
         f"Encoder: {args.layers} layers, d {args.hidden}, {args.heads} heads, FFN {4 * args.hidden}, max length "
         f"{args.max_length}, WordPiece vocabulary (30,522). Pretraining: batch {args.batch_size} sentence pairs, "
         f"AdamW lr {args.lr:g} (weight decay 0.01), {args.warmup} warm-up steps then linear decay over "
-        f"{args.steps} planned steps, 15% masking (80/10/10), seed {args.seed}.",
+        f"{args.steps} planned steps, 15% masking (80/10/10), MLM decoder "
+        f"{'tied to the token embedding (BERT)' if args.tied_decoder else 'untied (its own matrix)'}, seed {args.seed}.",
         "",
         f"Corpus: {corpus.description}; {len(corpus.documents)} documents, {corpus.n_sentences:,} sentences "
         "(10% of each document's tail held out for the held-out columns).",
@@ -223,9 +225,8 @@ def write_report(args, corpus, result, rows, device, wall: float, entropy: float
         f"Total wall time: {wall / 60:.1f} min.",
         "",
     ]
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(lines), encoding="utf-8")
-    print(f"wrote {args.output}")
+    path = replace_section(Path(args.output), "clinc", "Real text: CLINC150 after pretraining", "\n".join(lines).strip())
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

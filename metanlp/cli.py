@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     bench.add_argument("--report", default="docs/results.md", help="results file whose bench section is rewritten")
     bench.add_argument("--no-report", action="store_true", help="only fill the store")
+    bench.add_argument("--section", help="marked section of the report to rewrite (default: 'bench', "
+                       "or 'bench-quick' with --quick); charts are named after it")
     bench.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -298,8 +301,20 @@ def csv_list(text: str | None, cast=str) -> tuple:
     return tuple(cast(item.strip()) for item in text.split(",") if item.strip()) if text else ()
 
 
+def bench_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this bench (the options that change what runs)."""
+    parts = ["python -m metanlp bench"]
+    for option in ("methods", "datasets", "shots", "episodes", "train_steps", "encoder"):
+        value = getattr(args, option)
+        if value is not None and not (option == "encoder" and value == "minilm"):
+            parts.append(f"--{option.replace('_', '-')} {value}")
+    if args.quick:
+        parts.append("--quick")
+    return " ".join(parts)
+
+
 def command_bench(args: argparse.Namespace) -> int:
-    from metanlp.bench.plan import BenchSettings, quick_settings
+    from metanlp.bench.plan import BenchSettings, cell_names, quick_settings
     from metanlp.bench.report import write_report
     from metanlp.bench.runner import run_bench
     from metanlp.runs import RunStore
@@ -314,6 +329,9 @@ def command_bench(args: argparse.Namespace) -> int:
         "encoder": args.encoder, "device": args.device,
     }.items() if value not in (None, ())}
     settings = quick_settings(**overrides) if args.quick else BenchSettings(**overrides)
+    section = args.section or ("bench-quick" if args.quick else "bench")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", section):
+        raise ConfigError(f"--section must be a short name of lowercase letters, digits, '-' or '_', got {section!r}")
     store = RunStore(args.runs_dir)
     bar = None
     if not args.no_progress:
@@ -333,15 +351,17 @@ def command_bench(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     print(f"bench: {len(report.computed)} cells computed, {len(report.reused)} reused from the store, "
-          f"{len(report.failed)} failed, {report.seconds:.0f} s")
+          f"{len(report.failed)} failed, {report.seconds:.0f} s "
+          f"(of which {sum(report.embedding_seconds.values()):.0f} s embedding test sentences up front)")
     for config, error in report.failed:
         print(f"failed: {config.method} on {config.dataset} {config.k_shot}-shot: {error}", file=sys.stderr)
     if not args.no_report:
         note = (f"Settings: {settings.n_way}-way, {settings.n_query} queries per class, {settings.episodes} test "
                 f"episodes per cell (the same saved episodes for every method), {settings.train_steps} "
                 f"meta-training steps, encoder {settings.encoder} ({settings.finetune} where a method has the option), "
-                f"seed {settings.seed}. Command: `python -m metanlp bench{' --quick' if args.quick else ''}`.")
-        path = write_report(store, Path(args.report), note)
+                f"seed {settings.seed}. Command: `{bench_command(args)}`.")
+        heading = "Bench: quick smoke check" if args.quick else "Bench: every method on the same episodes"
+        path = write_report(store, Path(args.report), note, cell_names(settings), section, heading)
         print(f"results written to {path}")
     return 1 if report.failed else 0
 

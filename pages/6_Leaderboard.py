@@ -4,7 +4,13 @@ import streamlit as st
 
 from metanlp.bench import bench_results, paired_results
 from metanlp.dashboard import state
-from metanlp.dashboard.leaderboard import accuracy_bars, filter_results, leaderboard_table, paired_sentence
+from metanlp.dashboard.leaderboard import (
+    accuracy_bars,
+    bench_settings,
+    filter_results,
+    leaderboard_table,
+    paired_sentence,
+)
 from metanlp.dashboard.text import plain_markdown
 
 st.title("Leaderboard")
@@ -19,6 +25,11 @@ if results.empty:
     st.info("No bench results yet. Run `python -m metanlp bench --quick` in a terminal, then reload this page.")
     st.stop()
 
+settings = bench_settings(results)
+setting = st.selectbox(
+    "Bench setting", settings, help="Only runs with the same test episodes and training budget are compared."
+)
+results = results[results["setting"] == setting]
 left, right = st.columns(2)
 datasets = left.multiselect("Datasets", sorted(results["dataset"].unique()), default=sorted(results["dataset"].unique()))
 shots = right.multiselect("K-shot", sorted(results["k_shot"].unique()), default=sorted(results["k_shot"].unique()))

@@ -92,3 +92,38 @@ def test_report_has_tables_and_charts(bench_store, tmp_path):
     assert "| Prototypical Networks |" in text and "| Fine-tuning baseline |" in text
     chart = tmp_path / "docs" / "results" / "bench_clinc150_3way_1shot.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_bench_command_reports_its_own_cells_in_its_own_section(bench_store, tmp_path):
+    from metanlp.bench.plan import cell_names
+
+    run_bench(tiny_settings(episodes=4), bench_store)  # a second setting in the same store
+    assert set(bench_results(bench_store)["episodes"]) == {4, 6}
+    results_file = tmp_path / "results.md"
+    write_report(bench_store, results_file, "six", cell_names(tiny_settings()), "bench-six")
+    write_report(bench_store, results_file, "four", cell_names(tiny_settings(episodes=4)), "bench-four")
+    text = results_file.read_text()
+    six = text.split("<!-- bench-six:start -->")[1].split("<!-- bench-six:end -->")[0]
+    four = text.split("<!-- bench-four:start -->")[1].split("<!-- bench-four:end -->")[0]
+    assert "(6 test episodes)" in six and "(4 test episodes)" not in six
+    assert "(4 test episodes)" in four and "(6 test episodes)" not in four
+    assert six.count("| Prototypical Networks |") == 1 and four.count("| Prototypical Networks |") == 1
+    assert (tmp_path / "results" / "bench-four_clinc150_3way_1shot.png").exists()
+
+
+def test_test_sentences_are_embedded_once_before_any_cell_is_timed(monkeypatch):
+    """A frozen pooled encoder: ``warm`` fills the cache that every later copy reads."""
+    import metanlp.engine.training as training
+    from metanlp.encoders import build_encoder
+    from metanlp.encoders.cache import shared_cache
+
+    monkeypatch.setattr(training, "build_encoder", lambda name, **options: build_encoder("scratch", **TINY_ENCODER))
+    pool = training.EncoderPool()
+    texts = ["book a flight", "what is my balance", "play jazz", "book a flight"]
+    assert pool.warm("frozen-kind", {}, texts) > 0
+    assert pool.warm("scratch", {}, texts) == 0.0  # a fresh random encoder per run: nothing to share
+    copy = pool.get("frozen-kind", {}, seed=3)
+    cache = shared_cache(copy)
+    assert len(cache) == 3
+    cache.embed(texts)
+    assert cache.misses == 0 and cache.hits == len(texts)

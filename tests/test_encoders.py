@@ -153,3 +153,13 @@ def test_cache_is_shared_by_copies_and_dropped_when_weights_change(tiny_encoder)
     del other, changed
     gc.collect()
     assert reference() is None, "the cache registry kept a dead encoder alive"
+
+
+def test_minilm_folder_can_be_overridden_and_is_checked(tmp_path, monkeypatch):
+    from metanlp.encoders.minilm import minilm_path
+
+    monkeypatch.setenv("METANLP_MINILM_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match="not a model folder"):
+        minilm_path()
+    (tmp_path / "config.json").write_text("{}")
+    assert minilm_path() == tmp_path

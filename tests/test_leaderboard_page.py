@@ -50,3 +50,18 @@ def test_renders_results_and_a_paired_comparison(runs_dir):
     app.multiselect[1].set_value([5]).run()  # no 5-shot results: a clear message, no crash
     assert not app.exception
     assert any("Nothing matches" in warning.value for warning in app.warning)
+
+
+def test_results_of_different_settings_are_never_mixed(runs_dir):
+    store = RunStore(runs_dir)
+    run_bench(tiny_settings(), store)
+    run_bench(tiny_settings(episodes=4, methods=("protonet",)), store)
+    app = leaderboard().run()
+    assert not app.exception, [e.value for e in app.exception]
+    setting = app.selectbox[0]
+    assert setting.value.startswith("6 episodes") and len(setting.options) == 2
+    assert sorted(app.dataframe[0].value["method"]) == ["Fine-tuning baseline", "Prototypical Networks"]
+    setting.set_value(setting.options[1]).run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert list(table["method"]) == ["Prototypical Networks"] and (table["episodes"] == 4).all()

@@ -28,6 +28,26 @@ def test_scale_and_shift_modulate_layers_only_while_the_method_embeds(tiny_encod
     assert not any(layer._forward_hooks for layer in tiny_encoder.layer_groups())
 
 
+def test_evaluation_encodes_each_sentence_once_per_scale_and_shift(tiny_encoder, monkeypatch):
+    method = create_method("meta_transfer", tiny_encoder).eval()
+    with torch.no_grad():
+        method.scale_shift.shift.fill_(0.25)
+    with torch.enable_grad():
+        tracked = method.embed_texts(TEXTS)  # meta-training path: runs the encoder, keeps the graph
+    encoded: list[str] = []
+    original_embed = tiny_encoder.embed
+    monkeypatch.setattr(tiny_encoder, "embed", lambda texts, **kw: encoded.extend(texts) or original_embed(texts, **kw))
+    with torch.no_grad():
+        first = method.embed_texts(TEXTS)
+        again = method.embed_texts(list(reversed(TEXTS)))
+        assert torch.allclose(first, tracked.detach(), atol=1e-6)
+        assert torch.allclose(again, first.flip(0))
+        assert encoded == TEXTS, "repeated sentences must come from the memo"
+        method.scale_shift.scale.fill_(2.0)  # new γ: the memo is stale
+        assert not torch.allclose(method.embed_texts(TEXTS), first)
+    assert encoded == TEXTS + TEXTS
+
+
 def test_scale_and_shift_of_the_pooled_embedding_reuse_the_cache(tiny_encoder):
     method = create_method("meta_transfer", tiny_encoder, {"film_at": "embedding"}).eval()
     with torch.no_grad():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods import default_options, get_method_class, method_names
 
+BENCH_PREFIX = "bench:"  # run-store names of bench cells start with this
 DEFAULT_DATASETS = ("clinc150", "banking77", "huffpost", "fewrel")
 DEFAULT_SHOTS = (1, 5)
 
@@ -93,3 +94,13 @@ def cell_key(config: RunConfig) -> str:
     data.pop("name", None)
     data.pop("device", None)
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cell_name(config: RunConfig) -> str:
+    """The run-store name of a bench cell."""
+    return BENCH_PREFIX + cell_key(config)
+
+
+def cell_names(settings: BenchSettings) -> set[str]:
+    """Names of every cell ``settings`` asks for: what one bench command reports on."""
+    return {cell_name(config) for config in bench_configs(settings)}

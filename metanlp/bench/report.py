@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -50,14 +51,21 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def bench_section(store: RunStore, charts_dir: Path, relative_to: Path, settings_note: str = "") -> str:
-    frame = bench_results(store)
+def bench_section(
+    store: RunStore,
+    charts_dir: Path,
+    relative_to: Path,
+    settings_note: str = "",
+    cells: Collection[str] | None = None,
+    chart_prefix: str = "bench",
+) -> str:
+    frame = bench_results(store, cells)
     if frame.empty:
         return "No bench results in the store yet: run `python -m metanlp bench`."
     parts = [f"Machine: {machine_description()}.", settings_note, ""]
     for (dataset, n_way, k_shot), group in frame.groupby(["dataset", "n_way", "k_shot"], sort=True):
         title = f"{dataset}, {n_way}-way {k_shot}-shot ({int(group['episodes'].iloc[0])} test episodes)"
-        chart = bar_chart(group, title, charts_dir / f"bench_{dataset}_{n_way}way_{k_shot}shot.png")
+        chart = bar_chart(group, title, charts_dir / f"{chart_prefix}_{dataset}_{n_way}way_{k_shot}shot.png")
         parts += [f"#### {title}", "", markdown_table(group), "",
                   f"![{title}]({chart.relative_to(relative_to).as_posix()})", ""]
     return "\n".join(parts)
@@ -82,8 +90,19 @@ def replace_section(results_path: Path, marker: str, heading: str, body: str) ->
     return results_path
 
 
-def write_report(store: RunStore, results_path: Path, settings_note: str = "") -> Path:
-    """Rewrite the bench section of ``results_path`` (tables + charts) from the store."""
+def write_report(
+    store: RunStore,
+    results_path: Path,
+    settings_note: str = "",
+    cells: Collection[str] | None = None,
+    section: str = "bench",
+    heading: str = "Bench: every method on the same episodes",
+) -> Path:
+    """Rewrite one bench section of ``results_path`` (tables + charts) from the store.
+
+    ``cells`` limits it to the cells one bench command asked for, and ``section`` names the marked
+    block (and prefixes the chart files), so a quick smoke run and a full run keep separate tables.
+    """
     results_path = Path(results_path)
-    section = bench_section(store, results_path.parent / "results", results_path.parent, settings_note)
-    return replace_section(results_path, "bench", "Bench: every method on the same episodes", section)
+    body = bench_section(store, results_path.parent / "results", results_path.parent, settings_note, cells, section)
+    return replace_section(results_path, section, heading, body)

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pandas as pd
 
-from metanlp.bench.plan import PUBLISHED
+from metanlp.bench.plan import BENCH_PREFIX, PUBLISHED
 from metanlp.evaluation import PairedComparison, paired_comparison
 from metanlp.methods import get_method_class
 from metanlp.runs.store import RunStore
-
-BENCH_PREFIX = "bench:"
 
 
 def bench_runs(store: RunStore) -> list:
     return [r for r in store.list_runs(statuses=("done",)) if r.name.startswith(BENCH_PREFIX) and r.evaluation]
 
 
-def bench_results(store: RunStore) -> pd.DataFrame:
-    """Newest finished result of each cell: method, dataset, shot, accuracy ± CI, time, memory."""
+def setting_label(episodes: int, train_steps: int, n_query: int) -> str:
+    """What makes two bench runs comparable: the same episodes and the same training budget."""
+    return f"{episodes} episodes · {train_steps} training steps · {n_query} queries"
+
+
+def bench_results(store: RunStore, cells: Collection[str] | None = None) -> pd.DataFrame:
+    """Newest finished result of each cell: method, dataset, shot, accuracy ± CI, time, memory.
+
+    ``cells`` (names from ``plan.cell_names``) keeps only those cells, e.g. the ones one bench command ran.
+    """
     rows, seen = [], set()
     for record in bench_runs(store):
-        if record.name in seen:
+        if record.name in seen or (cells is not None and record.name not in cells):
             continue
         seen.add(record.name)
         config, evaluation = record.config, record.evaluation
@@ -38,6 +46,8 @@ def bench_results(store: RunStore) -> pd.DataFrame:
             "accuracy": 100 * evaluation["mean_accuracy"],
             "ci95": 100 * evaluation["ci95"],
             "episodes": evaluation["episodes"],
+            "train_steps": config["train_steps"],
+            "setting": setting_label(evaluation["episodes"], config["train_steps"], config["n_query"]),
             "train_seconds": evaluation.get("train_seconds", float("nan")),
             "episodes_per_second": evaluation["episodes"] / max(evaluation["seconds"], 1e-9),
             "peak_memory_mb": evaluation.get("peak_memory_mb", float("nan")),
@@ -45,7 +55,7 @@ def bench_results(store: RunStore) -> pd.DataFrame:
             "published": PUBLISHED.get((config["dataset"], config["k_shot"]), "") if config["n_way"] == 5 else "",
         })
     columns = ["run_id", "method", "title", "dataset", "n_way", "k_shot", "accuracy", "ci95", "episodes",
-               "train_seconds", "episodes_per_second", "peak_memory_mb", "device", "published"]
+               "train_steps", "setting", "train_seconds", "episodes_per_second", "peak_memory_mb", "device", "published"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["dataset", "k_shot", "accuracy"], ascending=[True, True, False]).reset_index(drop=True)
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metanlp.bench.memory import PeakMemory
-from metanlp.bench.plan import BenchSettings, bench_configs, cell_key
-from metanlp.bench.results import BENCH_PREFIX
+from metanlp.bench.plan import BenchSettings, bench_configs, cell_name
 from metanlp.data.episodes import save_episodes
 from metanlp.device import describe_device, resolve_device
 from metanlp.engine import EncoderPool, RunConfig
@@ -27,6 +26,7 @@ class BenchReport:
     reused: list[str] = field(default_factory=list)  # run ids found finished in the store
     failed: list[tuple[RunConfig, str]] = field(default_factory=list)
     seconds: float = 0.0
+    embedding_seconds: dict[str, float] = field(default_factory=dict)  # 'encoder:episode file' → seconds
 
 
 def episodes_path(store: RunStore, config: RunConfig) -> Path:
@@ -45,6 +45,13 @@ def ensure_episodes(store: RunStore, config: RunConfig) -> Path:
                        ("dataset", "split_id", "n_way", "k_shot", "n_query", "eval_episodes", "eval_seed")}
         save_episodes(episodes, path, description)
     return path
+
+
+def pre_embed(pool: EncoderPool, config: RunConfig) -> float:
+    """Put every test sentence of a task in the shared embedding cache before any cell is timed."""
+    episodes = evaluation_episodes(load_run_dataset(config)[0], config)
+    texts = list(dict.fromkeys(text for episode in episodes for text in episode.support_texts + episode.query_texts))
+    return pool.warm(config.encoder, config.encoder_options, texts, resolve_device(config.device))
 
 
 def finished_cell(store: RunStore, name: str) -> str | None:
@@ -70,7 +77,7 @@ def run_bench(
     report = BenchReport()
     configs = bench_configs(settings)
     for index, config in enumerate(configs):
-        name = BENCH_PREFIX + cell_key(config)
+        name = cell_name(config)
         existing = finished_cell(store, name)
         if existing is not None:
             report.reused.append(existing)
@@ -78,6 +85,9 @@ def run_bench(
                 on_progress(index + 1, len(configs), config, "reused")
             continue
         config.episodes_file = str(ensure_episodes(store, config))
+        task_key = f"{config.encoder}:{config.episodes_file}"
+        if task_key not in report.embedding_seconds:
+            report.embedding_seconds[task_key] = pre_embed(pool, config)
         run_id = store.create_run(config, name, claimed_by=os.getpid())
         with PeakMemory() as peak:
             status = execute_run(store, run_id, encoder_pool=pool)

@@ -22,6 +22,12 @@ TABLE_COLUMNS = {
 }
 
 
+def bench_settings(frame: pd.DataFrame) -> list[str]:
+    """Distinct bench settings, the one with the most test episodes (then the most cells) first."""
+    summary = frame.groupby("setting").agg(episodes=("episodes", "max"), cells=("run_id", "count"))
+    return summary.sort_values(["episodes", "cells"], ascending=False).index.tolist()
+
+
 def filter_results(frame: pd.DataFrame, datasets: list[str], shots: list[int]) -> pd.DataFrame:
     keep = frame["dataset"].isin(datasets) & frame["k_shot"].isin(shots)
     return frame[keep].reset_index(drop=True)

@@ -9,9 +9,9 @@ import torch
 from metanlp.encoders.base import Encoder
 
 
-def weights_version(encoder: Encoder) -> tuple[int, ...]:
+def weights_version(module: torch.nn.Module) -> tuple[int, ...]:
     """Changes whenever any parameter is modified in place (optimiser steps, load_state_dict)."""
-    return tuple(parameter._version for parameter in encoder.parameters())
+    return tuple(parameter._version for parameter in module.parameters())
 
 
 class EmbeddingCache:

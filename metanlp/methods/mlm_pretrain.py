@@ -43,6 +43,7 @@ class MLMPretrainOptions:
     mask_probability: float = 0.15
     distance: str = "euclidean"  # for the prototype classifier on new tasks
     update_absent_tokens: bool = False  # True: let every embedding row move each step (see trainer)
+    tied_decoder: bool = False  # True: BERT's decoder tied to the token embedding (stalls at small sizes)
 
     def validate(self) -> None:
         check_range("lr", self.lr, 1e-7, 1.0)
@@ -91,7 +92,7 @@ class MLMPretrain(Method):
             raise OptionError(f"mlm_pretrain: {error}") from None
         encoder.set_trainable_layers(None)
         pin_first_segment(encoder)
-        self.heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size)
+        self.heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size, options.tied_decoder)
         self.scheme = MaskingScheme(mask_probability=options.mask_probability)
 
     @torch.no_grad()

@@ -61,7 +61,7 @@ def _keep_first_segment_at_zero(encoder: Encoder) -> None:
 def _only_present_tokens_learn(encoder: Encoder, batch: PairBatch, labels: torch.Tensor) -> None:
     """Zero the embedding gradient of every token absent from the batch.
 
-    Through the tied decoder an absent token still gets a tiny gradient from the softmax
+    Through a tied decoder an absent token still gets a tiny gradient from the softmax
     normaliser, always pointing the same way; Adam rescales it to a full-size step, so within a
     few hundred steps every word the corpus lacks collapses onto one direction and a downstream
     task on new words loses them all. Updating only present rows (as LazyAdam / sparse embedding
@@ -181,6 +181,7 @@ def pretrain(
     held_out_size: int = 64,
     eval_every: int = 1,
     update_absent_tokens: bool = False,
+    tied_decoder: bool = False,
     save_checkpoint: CheckpointCallback | None = None,
     checkpoint_steps: Iterable[int] = (),
     attention_text: str = "",
@@ -193,7 +194,8 @@ def pretrain(
     training (``PretrainingCorpus.split_held_out``). ``save_checkpoint`` runs at ``checkpoint_steps``
     and after the last step; ``should_stop`` ends the run early (the encoder keeps what it learned).
     The held-out batch is scored every ``eval_every`` steps (and at the last); step events in between
-    carry no ``query_*`` keys.
+    carry no ``query_*`` keys. ``tied_decoder`` ties the MLM decoder to the token embedding as BERT
+    does; the default keeps them apart (see ``MaskedLanguageModelHead`` for why).
     """
     if steps < 1 or batch_size < 2 or eval_every < 1:
         raise ValueError(f"need steps >= 1, batch_size >= 2, eval_every >= 1; got {steps}, {batch_size}, {eval_every}")
@@ -212,7 +214,7 @@ def pretrain(
 
     encoder.set_trainable_layers(None)
     pin_first_segment(encoder)
-    heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size).to(encoder.device)
+    heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size, tied_decoder).to(encoder.device)
     parameters = [*encoder.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     scheduler = warmup_scheduler(optimizer, warmup, steps, schedule)
