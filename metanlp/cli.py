@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     bench.add_argument("--report", default="docs/results.md", help="results file whose bench section is rewritten")
     bench.add_argument("--no-report", action="store_true", help="only fill the store")
+    bench.add_argument(
+        "--option", action="append", type=parse_option, default=[], metavar="METHOD.KEY=VALUE",
+        help="a method option for the bench cells of that method, e.g. maml.head_hidden=128 (repeatable)",
+    )
     bench.add_argument("--section", help="marked section of the report to rewrite (default: 'bench', "
                        "or 'bench-quick' with --quick); charts are named after it")
     bench.add_argument("--no-progress", action="store_true")
@@ -308,6 +312,9 @@ def bench_command(args: argparse.Namespace) -> str:
         value = getattr(args, option)
         if value is not None and not (option == "encoder" and value == "minilm"):
             parts.append(f"--{option.replace('_', '-')} {value}")
+    parts += [f"--option {key}={json.dumps(value)}" for key, value in args.option]
+    if args.section:
+        parts.append(f"--section {args.section}")
     if args.quick:
         parts.append("--quick")
     return " ".join(parts)
@@ -328,7 +335,18 @@ def command_bench(args: argparse.Namespace) -> int:
         "episodes": args.episodes, "train_steps": args.train_steps, "n_query": args.n_query,
         "encoder": args.encoder, "device": args.device,
     }.items() if value not in (None, ())}
+    method_options: dict[str, dict] = {}
+    for key, value in args.option:
+        method, _, option = key.partition(".")
+        if not method or not option:
+            raise ConfigError(f"--option needs METHOD.KEY=VALUE (e.g. maml.head_hidden=128), got {key!r}")
+        method_options.setdefault(method, {})[option] = value
+    if method_options:
+        overrides["method_options"] = method_options
     settings = quick_settings(**overrides) if args.quick else BenchSettings(**overrides)
+    unknown = sorted(set(method_options) - set(settings.resolved_methods()))
+    if unknown:
+        raise ConfigError(f"--option names method(s) not in this bench: {', '.join(unknown)}")
     section = args.section or ("bench-quick" if args.quick else "bench")
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", section):
         raise ConfigError(f"--section must be a short name of lowercase letters, digits, '-' or '_', got {section!r}")

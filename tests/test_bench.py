@@ -89,7 +89,7 @@ def test_report_has_tables_and_charts(bench_store, tmp_path):
     text = results_file.read_text()
     assert "Hand-written section that must survive." in text
     assert text.count("<!-- bench:start -->") == 1
-    assert "| Prototypical Networks |" in text and "| Fine-tuning baseline |" in text
+    assert "| Prototypical Networks |" in text and "| Fine-tuning baseline [adapt_steps=5] |" in text
     chart = tmp_path / "docs" / "results" / "bench_clinc150_3way_1shot.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

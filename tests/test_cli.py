@@ -59,9 +59,28 @@ def test_episodes_then_train_and_evaluate_on_them(tmp_path, capsys):
         (["evaluate", "--data-file", "/nonexistent/file.csv"], "file.csv"),
         (["evaluate", "--run", "../etc"], "run id"),
         (["evaluate", "--run", "0123456789ab"], "0123456789ab"),
+        (["bench", "--methods", "maml", "--option", "maml.head_hiden=8"], "did you mean 'head_hidden'"),
+        (["bench", "--methods", "maml", "--option", "anil.head_hidden=8"], "not in this bench: anil"),
+        (["bench", "--methods", "maml", "--option", "head_hidden=8"], "METHOD.KEY=VALUE"),
+        (["bench", "--section", "../x"], "--section must be"),
     ],
 )
 def test_user_errors_are_one_clear_line(arguments, message, capsys):
     assert main(arguments) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
+
+
+def test_bench_passes_method_options_to_its_cells(tmp_path, capsys):
+    runs, report = tmp_path / "runs", tmp_path / "results.md"
+    arguments = ["bench", "--methods", "anil", "--datasets", "clinc150", "--shots", "1", "--episodes", "3",
+                 "--train-steps", "1", "--option", "anil.inner_steps=2", "--encoder", "scratch", "--device", "cpu",
+                 "--runs-dir", str(runs), "--report", str(report), "--section", "bench-anil", "--no-progress"]
+    assert main(arguments) == 0
+    from metanlp.runs import RunStore
+
+    (record,) = RunStore(runs).list_runs()
+    assert record.config["method_options"]["inner_steps"] == 2
+    text = report.read_text()
+    assert "<!-- bench-anil:start -->" in text and "--option anil.inner_steps=2 --section bench-anil" in text
+    assert "1 cells computed" in capsys.readouterr().out

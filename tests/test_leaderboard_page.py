@@ -44,7 +44,7 @@ def test_renders_results_and_a_paired_comparison(runs_dir):
     app = leaderboard().run()
     assert not app.exception, [e.value for e in app.exception]
     table = app.dataframe[0].value
-    assert sorted(table["method"]) == ["Fine-tuning baseline", "Prototypical Networks"]
+    assert sorted(table["method"]) == ["Fine-tuning baseline [adapt_steps=5]", "Prototypical Networks"]
     assert len(app.get("plotly_chart")) == 1
     assert any("shared episodes" in markdown.value for markdown in app.markdown)
     app.multiselect[1].set_value([5]).run()  # no 5-shot results: a clear message, no crash
@@ -60,7 +60,7 @@ def test_results_of_different_settings_are_never_mixed(runs_dir):
     assert not app.exception, [e.value for e in app.exception]
     setting = app.selectbox[0]
     assert setting.value.startswith("6 episodes") and len(setting.options) == 2
-    assert sorted(app.dataframe[0].value["method"]) == ["Fine-tuning baseline", "Prototypical Networks"]
+    assert sorted(app.dataframe[0].value["method"]) == ["Fine-tuning baseline [adapt_steps=5]", "Prototypical Networks"]
     setting.set_value(setting.options[1]).run()
     assert not app.exception
     table = app.dataframe[0].value

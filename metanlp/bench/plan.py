@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods import default_options, get_method_class, method_names
+from metanlp.methods.options import build_options
 
 BENCH_PREFIX = "bench:"  # run-store names of bench cells start with this
 DEFAULT_DATASETS = ("clinc150", "banking77", "huffpost", "fewrel")
@@ -54,7 +55,9 @@ def quick_settings(**overrides) -> BenchSettings:
 
 
 def method_cell_options(settings: BenchSettings, method: str) -> dict:
+    """The options a cell passes to ``method``, checked now so a typo fails before any cell runs."""
     options = dict(settings.method_options.get(method, {}))
+    build_options(get_method_class(method).Options, options)  # raises OptionError naming the problem
     if "finetune" in default_options(method) and "finetune" not in options:
         options["finetune"] = settings.finetune
     return options

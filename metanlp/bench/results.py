@@ -16,6 +16,13 @@ def bench_runs(store: RunStore) -> list:
     return [r for r in store.list_runs(statuses=("done",)) if r.name.startswith(BENCH_PREFIX) and r.evaluation]
 
 
+def option_variant(options: dict) -> str:
+    """The options a cell set beyond the bench default, e.g. 'head_hidden=256' ('' for none)."""
+    return ", ".join(
+        f"{key}={value}" for key, value in sorted(options.items()) if not (key == "finetune" and value == "auto")
+    )
+
+
 def setting_label(episodes: int, train_steps: int, n_query: int) -> str:
     """What makes two bench runs comparable: the same episodes and the same training budget."""
     return f"{episodes} episodes · {train_steps} training steps · {n_query} queries"
@@ -36,6 +43,9 @@ def bench_results(store: RunStore, cells: Collection[str] | None = None) -> pd.D
             title = get_method_class(config["method"]).card.title
         except ValueError:
             title = config["method"]
+        variant = option_variant(config.get("method_options", {}))
+        if variant:
+            title = f"{title} [{variant}]"
         rows.append({
             "run_id": record.id,
             "method": config["method"],
