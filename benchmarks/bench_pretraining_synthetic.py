@@ -44,7 +44,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=1, help=f"sentence frames used (1–{len(FRAMES)})")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--output", default=str(RESULTS))
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not 1 <= args.frames <= len(FRAMES):
+        parser.error(f"--frames must be between 1 and {len(FRAMES)}, got {args.frames}")
+    return args
 
 
 def few_shot_accuracy(encoder, episodes) -> float:

@@ -26,7 +26,7 @@ class EmbeddingCache:
         self._encoder = weakref.ref(encoder)
         self.batch_size = batch_size
         self._store: dict[str, torch.Tensor] = {} if store is None else store
-        self._weights_version = weights_version(encoder)
+        self._weights_version = self._version()
         self.hits = 0
         self.misses = 0
 
@@ -43,11 +43,18 @@ class EmbeddingCache:
     def clear(self) -> None:
         """Forget every embedding (a fresh dict: a store shared with another copy stays intact)."""
         self._store = {}
-        self._weights_version = weights_version(self.encoder)
+        self._weights_version = self._version()
+
+    def _version(self) -> tuple:
+        """What the stored embeddings depend on; a change empties the store."""
+        return weights_version(self.encoder)
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        return self.encoder.embed(texts, batch_size=self.batch_size)
 
     @torch.inference_mode()
     def _fill(self, texts: list[str]) -> None:
-        if weights_version(self.encoder) != self._weights_version:
+        if self._version() != self._weights_version:
             self.clear()  # the weights were modified in place since these embeddings were made
         missing = list(dict.fromkeys(t for t in texts if t not in self._store))
         self.misses += len(missing)
@@ -57,7 +64,7 @@ class EmbeddingCache:
             was_training = self.encoder.training
             self.encoder.eval()
             try:
-                embeddings = self.encoder.embed(missing, batch_size=self.batch_size).float().cpu()
+                embeddings = self._encode(missing).float().cpu()
             finally:
                 self.encoder.train(was_training)
             self._store.update(zip(missing, embeddings, strict=True))

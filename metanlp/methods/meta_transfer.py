@@ -21,6 +21,7 @@ The paper's hard-task meta-batch is not implemented.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from torch import nn
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.encoders.cache import weights_version
+from metanlp.encoders.cache import EmbeddingCache, weights_version
 from metanlp.methods.base import MethodCard, Metrics
 from metanlp.methods.maml import GradientMetaLearner, InnerLoopOptions
 from metanlp.methods.options import check_choice, check_range
@@ -78,6 +79,21 @@ class ScaleShift(nn.Module):
             return ((self.scale - 1).abs().mean() + self.shift.abs().mean()).item()
 
 
+class ModulatedEmbeddingCache(EmbeddingCache):
+    """Each sentence encoded once per value of (encoder weights, γ, β), with the γ, β hooks on."""
+
+    def __init__(self, method: MetaTransfer) -> None:
+        self._method = weakref.ref(method)  # the method owns this cache: no strong cycle
+        super().__init__(method.encoder)
+
+    def _version(self) -> tuple:
+        return (*super()._version(), *weights_version(self._method().scale_shift))
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        with self._method().scaled_and_shifted():
+            return super()._encode(texts)
+
+
 @register_method
 class MetaTransfer(GradientMetaLearner):
     card = MethodCard(
@@ -102,8 +118,7 @@ class MetaTransfer(GradientMetaLearner):
         super().__init__(encoder, options)
         layers = len(self.modulated_layers()) if options.film_at == "layers" else 1
         self.scale_shift = ScaleShift(layers, encoder.hidden_size)
-        self._modulated: dict[str, torch.Tensor] = {}  # text → embedding under the current γ, β
-        self._modulated_version: tuple = ()
+        self._modulated = ModulatedEmbeddingCache(self)  # for adaptation and evaluation (γ, β fixed)
 
     def setup_encoder(self) -> None:
         self.encoder.set_trainable_layers(0)
@@ -134,22 +149,9 @@ class MetaTransfer(GradientMetaLearner):
         if self.options.film_at == "embedding":  # cached frozen embeddings, then γ ⊙ e + β
             return self.scale_shift.modulate(0, self.features(texts))
         if not torch.is_grad_enabled():  # adaptation and evaluation: γ, β are fixed, so memoise
-            return self.memoised_modulated_embeddings(texts)
+            return self._modulated.embed(texts)
         with self.scaled_and_shifted():
             return self.encoder.embed(texts)
-
-    def memoised_modulated_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """Each sentence is encoded once per value of (encoder, γ, β): evaluation reuses them."""
-        version = (weights_version(self.encoder), weights_version(self.scale_shift), self.device)
-        if version != self._modulated_version:
-            self._modulated, self._modulated_version = {}, version
-        missing = list(dict.fromkeys(text for text in texts if text not in self._modulated))
-        if missing:
-            with self.scaled_and_shifted():
-                self._modulated.update(zip(missing, self.encoder.embed(missing).float().cpu(), strict=True))
-        if not texts:
-            return torch.zeros(0, self.encoder.hidden_size, device=self.device)
-        return torch.stack([self._modulated[text] for text in texts]).to(self.device)
 
     def train_step(self, episode: Episode) -> Metrics:
         metrics = super().train_step(episode)
