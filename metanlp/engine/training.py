@@ -8,7 +8,9 @@ Events are plain JSON-serialisable dicts with an ``event`` key:
 - ``{"event": "validation", "step", "query_accuracy", "ci95"}``
 - ``{"event": "attention", "step", "tokens", "attentions"}`` (layers × heads × S × S, nested lists)
 - ``{"event": "progress", "stage", "done", "total"}``
-- ``{"event": "evaluation", "mean_accuracy", "ci95", "episodes", ...}``
+- ``{"event": "no_meta_training", "message", "requested_steps"}`` when the configuration has
+  nothing to meta-learn (the steps are skipped, and the run is a per-task baseline)
+- ``{"event": "evaluation", "mean_accuracy", "ci95", "episodes", "meta_learned_parameters", "meta_trained", ...}``
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ from metanlp.methods.base import Method
 from metanlp.methods.registry import create_method
 
 EventCallback = Callable[[dict], None]
+NO_META_TRAINING = "no meta-training in this configuration"
+NO_META_TRAINING_MESSAGE = (
+    NO_META_TRAINING + ": {method} has no parameter that meta-training could change and that changes a "
+    "prediction (e.g. a frozen encoder and a per-task head), so the {steps} requested steps were skipped; "
+    "it is a per-task baseline here. Choose finetune=top or full, or a method option that adds "
+    "meta-learned parameters, to meta-train it."
+)
 
 
 class RunCancelled(Exception):
@@ -47,6 +56,18 @@ class RunResult:
     evaluation: EvaluationResult | None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    meta_learned_parameters: int = 0  # what meta-training could change that changes predictions
+    meta_trained: bool = False  # False: no meta-training step ran (none asked, or nothing to learn)
+
+    def evaluation_summary(self) -> dict:
+        """The evaluation's summary plus what was meta-learned: what the run store keeps."""
+        if self.evaluation is None:
+            return {}
+        return {
+            **self.evaluation.to_dict(include_episodes=False),
+            "meta_learned_parameters": self.meta_learned_parameters,
+            "meta_trained": self.meta_trained,
+        }
 
 
 def seed_everything(seed: int) -> None:
@@ -189,7 +210,14 @@ def run_training(
     if config.attention_text:
         emit(_attention_event(method, config.attention_text, 0))
 
+    meta_learned = method.meta_learned_parameter_count()
     steps = config.train_steps if method.learns_across_tasks else 0
+    if config.train_steps and not steps:
+        emit({
+            "event": "no_meta_training",
+            "message": NO_META_TRAINING_MESSAGE.format(method=config.method, steps=config.train_steps),
+            "requested_steps": config.train_steps,
+        })
     for step in range(1, steps + 1):
         check_stop()
         with precision_context(device, config.precision):
@@ -207,8 +235,11 @@ def run_training(
         })
         emit({"event": "progress", "stage": "train", "done": step, "total": steps})
         if val_episodes and step % config.eval_every == 0:
-            result = evaluate(method, val_episodes, should_stop=stop)
-            record({"event": "validation", "step": step, "query_accuracy": result.mean_accuracy, "ci95": result.ci95})
+            validation = evaluate(method, val_episodes, should_stop=stop)
+            record({
+                "event": "validation", "step": step,
+                "query_accuracy": validation.mean_accuracy, "ci95": validation.ci95,
+            })
         if config.attention_text and config.attention_every and step % config.attention_every == 0:
             emit(_attention_event(method, config.attention_text, step))
 
@@ -225,5 +256,10 @@ def run_training(
         with precision_context(device, config.precision):
             evaluation = evaluate(method, test_episodes, on_episode=on_episode, should_stop=stop)
         check_stop()
-        emit({"event": "evaluation", **evaluation.to_dict(include_episodes=False)})
-    return RunResult(method=method, evaluation=evaluation, history=history, seconds=time.perf_counter() - started)
+    result = RunResult(
+        method=method, evaluation=evaluation, history=history, seconds=time.perf_counter() - started,
+        meta_learned_parameters=meta_learned, meta_trained=bool(steps),
+    )
+    if evaluation is not None:
+        emit({"event": "evaluation", **result.evaluation_summary()})
+    return result

@@ -112,9 +112,9 @@ class Method(nn.Module, ABC):
 
     card: ClassVar[MethodCard]
     Options: ClassVar[type]
-    #: True when ``train_step`` improves the method across tasks; False for methods that
-    #: only adapt per task (the engine then skips meta-training).
-    learns_across_tasks: ClassVar[bool] = True
+    #: Meta-training steps this method needs on its defaults; the bench uses it unless
+    #: ``--train-steps`` is given (steps on cached features cost milliseconds).
+    recommended_train_steps: ClassVar[int] = 200
     #: The encoder a method is built for when it is not free to use any ("scratch": MLM
     #: pretraining, or a small student); the bench and the Train page default to it.
     preferred_encoder: ClassVar[str | None] = None
@@ -145,6 +145,28 @@ class Method(nn.Module, ABC):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [parameter for parameter in self.parameters() if parameter.requires_grad]
+
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters that cannot change which class a new task's query gets.
+
+        E.g. a softmax temperature (it rescales every logit alike), or a head over the
+        meta-train classes that no new task uses. Meta-training them alone is no meta-training.
+        """
+        return []
+
+    def meta_learned_parameters(self) -> list[nn.Parameter]:
+        """What meta-training changes that can change a prediction on a new task."""
+        invariant = {id(parameter) for parameter in self.prediction_invariant_parameters()}
+        return [parameter for parameter in self.trainable_parameters() if id(parameter) not in invariant]
+
+    def meta_learned_parameter_count(self) -> int:
+        return sum(parameter.numel() for parameter in self.meta_learned_parameters())
+
+    @property
+    def learns_across_tasks(self) -> bool:
+        """False when this configuration has nothing to meta-learn: the engine then skips
+        meta-training, says so in an event, and the method is a per-task baseline."""
+        return bool(self.meta_learned_parameters())
 
     def optimizer(self) -> torch.optim.Optimizer:
         """The outer-loop optimiser, made on first use (after the engine moved the method)."""

@@ -129,12 +129,15 @@ class FineTune(Method):
 
     def __init__(self, encoder: Encoder, options: FineTuneOptions) -> None:
         super().__init__(encoder, options)
-        mode = self.configure_encoder(options.finetune, options.top_k)
-        # With a frozen encoder nothing learned across tasks reaches a new task's head.
-        self.learns_across_tasks = mode != "frozen"
+        self.configure_encoder(options.finetune, options.top_k)
         self.base_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
         self.base_classes: dict[str, int] = {}
         self._scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        # The base head scores meta-train classes; a new task gets a fresh head, so with a
+        # frozen encoder nothing learned across tasks reaches it.
+        return list(self.base_head.parameters())
 
     def optimizer(self) -> torch.optim.Optimizer:
         """AdamW across tasks: the base head at ``lr``, encoder layers at ``lr`` · layer_decay^(L−l)."""

@@ -347,11 +347,6 @@ class MAML(GradientMetaLearner):
     Options = MAMLOptions
     adapts_body = True
 
-    def __init__(self, encoder: Encoder, options: MAMLOptions) -> None:
-        super().__init__(encoder, options)
-        # Frozen encoder, no hidden layer: θ is empty and there is nothing to meta-learn.
-        self.learns_across_tasks = bool(self.trainable_parameters())
-
 
 @register_method
 class FirstOrderMAML(MAML):

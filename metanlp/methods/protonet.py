@@ -81,5 +81,8 @@ class ProtoNet(OnePassMethod):
         prototypes = class_prototypes(support, labels, n_way)
         return lambda queries: self.logits(queries, prototypes)
 
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        return [self.log_scale]  # a temperature scales every logit alike: the argmax never moves
+
     def extra_metrics(self) -> Metrics:
         return {"scale": self.log_scale.exp().item()}

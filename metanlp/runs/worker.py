@@ -186,7 +186,7 @@ def execute_run(
             save_method(result.method, store.checkpoint_dir(run_id), name=record.name)
             if result.evaluation is not None:
                 evaluation = result.evaluation
-                store.set_evaluation(run_id, evaluation.to_dict(include_episodes=False), evaluation.per_episode)
+                store.set_evaluation(run_id, result.evaluation_summary(), evaluation.per_episode)
         status = "done"
     except RunCancelled:
         if stop.reason == "shutdown":
