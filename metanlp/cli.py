@@ -154,6 +154,8 @@ class ProgressPrinter:
     def __call__(self, event: dict) -> None:
         if event["event"] == "warning":
             print(f"warning: {event['message']}", file=sys.stderr)
+        if event["event"] == "no_meta_training":
+            print(f"note: {event['message']}", file=sys.stderr)
         if not self.enabled or event["event"] != "progress":
             return
         from tqdm import tqdm

@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import json
 
 import streamlit as st
 
@@ -23,8 +24,8 @@ from metanlp.data.errors import DataError
 from metanlp.data.registry import list_datasets, load_dataset
 from metanlp.data.user_data import load_user_dataset
 from metanlp.device import describe_device, resolve_device
-from metanlp.engine.config import ConfigError
-from metanlp.methods import OptionError, get_method_class, method_cards
+from metanlp.engine.config import NO_META_TRAINING, ConfigError
+from metanlp.methods import OptionError, get_method_class, method_cards, would_meta_learn
 
 FOLDED_FIELDS = ("eval_every", "val_episodes", "eval_seed", "attention_text")  # inside "More settings"
 BUILT_IN, UPLOADED = "Built-in dataset", "Upload a CSV / JSONL file"
@@ -37,6 +38,15 @@ values: dict = {}
 
 
 @st.cache_resource(max_entries=2, show_spinner="Checking your file…")
+@st.cache_data(max_entries=64, show_spinner=False)
+def meta_learns(method: str, options_json: str, encoder: str) -> bool | None:
+    """Whether the configuration has anything to meta-learn (None: its options are not valid yet)."""
+    try:
+        return would_meta_learn(method, json.loads(options_json), encoder)
+    except (OptionError, DataError, ValueError):
+        return None
+
+
 def parse_upload(digest: str, data: bytes, filename: str, text_column: str, label_column: str, limit: int):
     """Validated dataset of an upload (``digest`` keys the cache without hashing the bytes again)."""
     del digest
@@ -188,6 +198,15 @@ folded = [field for field in result.errors if field.startswith("option:") or fie
 if folded:
     st.warning("Some settings inside 'Method options' or 'More settings' need fixing; open them to see why.")
 ready = result.ok and dataset is not None  # an upload must have been read and accepted
+if result.ok and meta_learns(values["method"], json.dumps(values["method_options"], sort_keys=True),
+                             values["encoder"]) is False:
+    st.info(
+        f"**{NO_META_TRAINING.capitalize()}.** {card.title} has no parameter here that meta-training could "
+        "change and that changes a prediction (e.g. a frozen pretrained encoder and a per-task head), so the "
+        "training steps will be skipped and the run is a per-task baseline. To meta-train it, set `finetune` "
+        "to `top` or `full` under Method options, or pick an option that adds meta-learned parameters.",
+        icon=":material/info:",
+    )
 
 if st.button("Launch", type="primary", disabled=not ready):
     config = result.config

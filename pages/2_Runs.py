@@ -18,6 +18,7 @@ from metanlp.dashboard.run_view import (
     training_seconds,
 )
 from metanlp.dashboard.text import plain_markdown
+from metanlp.engine.config import NO_META_TRAINING
 
 st.title("Runs")
 
@@ -66,12 +67,20 @@ def run_panel(record, metrics) -> None:
             st.error(plain_markdown(record.error), icon=":material/error:")
         for warning in store.warnings(record.id):
             st.warning(plain_markdown(warning))
+        for notice in store.notices(record.id):
+            st.info(plain_markdown(notice), icon=":material/info:")
         if record.evaluation:
             evaluation = record.evaluation
-            columns = st.columns(3)
+            columns = st.columns(4)
             columns[0].metric("Test accuracy", f"{100 * evaluation['mean_accuracy']:.2f}%")
             columns[1].metric("95% interval", f"± {100 * evaluation['ci95']:.2f}")
             columns[2].metric("Test episodes", evaluation.get("episodes", "—"))
+            if "meta_learned_parameters" in evaluation:
+                columns[3].metric(
+                    "Meta-learned parameters", f"{evaluation['meta_learned_parameters']:,}",
+                    help="Parameters meta-training changed that can change a prediction on a new task; "
+                    "0 means this run was a per-task baseline (no meta-training in this configuration).",
+                )
         st.caption(f"Running time: {format_duration(record.duration())}")
         buttons = st.columns(4)
         buttons[0].download_button(
@@ -117,6 +126,8 @@ def live_view(run_ids: list[str], interval: float | None) -> None:
                 if key in tiles:
                     value = f"{100 * tiles[key]:.1f}%" if key == "query_accuracy" else f"{tiles[key]:.4f}"
                     column.metric(key.replace("_", " "), value)
+    elif shown and all(store.notices(record.id) for record in shown):
+        st.caption(f"{NO_META_TRAINING.capitalize()}: no training curve to draw (see below).")
     else:
         st.caption("No training steps recorded yet: the curves appear with the first step.")
     for record in shown:

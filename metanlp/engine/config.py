@@ -12,6 +12,8 @@ from metanlp.device import DEVICE_CHOICES
 from metanlp.encoders import ENCODER_CHOICES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: What every page, command and report says of a run whose configuration has nothing to meta-learn.
+NO_META_TRAINING = "no meta-training in this configuration"
 
 
 class ConfigError(ValueError):

@@ -31,13 +31,12 @@ from metanlp.data.types import Episode, TextDataset
 from metanlp.device import precision_context, resolve_device
 from metanlp.encoders import Encoder, build_encoder
 from metanlp.encoders.cache import share_cache, shared_cache
-from metanlp.engine.config import ConfigError, RunConfig
+from metanlp.engine.config import NO_META_TRAINING, ConfigError, RunConfig
 from metanlp.evaluation import EvaluationResult, evaluate
 from metanlp.methods.base import Method
 from metanlp.methods.registry import create_method
 
 EventCallback = Callable[[dict], None]
-NO_META_TRAINING = "no meta-training in this configuration"
 NO_META_TRAINING_MESSAGE = (
     NO_META_TRAINING + ": {method} has no parameter that meta-training could change and that changes a "
     "prediction (e.g. a frozen encoder and a per-task head), so the {steps} requested steps were skipped; "

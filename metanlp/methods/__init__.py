@@ -9,6 +9,7 @@ from metanlp.methods.registry import (
     method_cards,
     method_names,
     register_method,
+    would_meta_learn,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "method_cards",
     "method_names",
     "register_method",
+    "would_meta_learn",
 ]

@@ -64,3 +64,21 @@ def create_method(name: str, encoder: Encoder, options: dict | None = None) -> M
     """Build a registered method on ``encoder`` with validated ``options``."""
     method_class = get_method_class(name)
     return method_class(encoder, build_options(method_class.Options, options))
+
+
+# A stand-in encoder small enough to build on every Train-page render: whether a configuration
+# meta-learns depends on the encoder's kind (auto → frozen pretrained, trained from scratch), not its size.
+_STAND_IN = {"num_layers": 2, "hidden_size": 16, "num_heads": 2, "feedforward_size": 32, "max_length": 16}
+
+
+def would_meta_learn(name: str, options: dict | None, encoder_kind: str) -> bool:
+    """Whether ``name`` with ``options`` has anything to meta-learn on an encoder of ``encoder_kind``.
+
+    Built on a small stand-in encoder of that kind, so the answer comes without loading weights;
+    raises ``OptionError`` for bad options, like ``create_method``.
+    """
+    from metanlp.encoders import build_encoder
+
+    stand_in = build_encoder("scratch", **_STAND_IN)
+    stand_in.kind = encoder_kind
+    return create_method(name, stand_in, options).learns_across_tasks

@@ -616,6 +616,10 @@ class RunStore:
             rows = connection.execute(query + " ORDER BY rowid", parameters).fetchall()
         return [{"event": row_kind, **json.loads(payload)} for row_kind, payload in rows]
 
+    def notices(self, run_id: str) -> list[str]:
+        """What the engine said about the run's configuration (e.g. that it had nothing to meta-learn)."""
+        return [str(message.get("message", "")) for message in self.messages(run_id, "no_meta_training")]
+
     def warnings(self, run_id: str) -> list[str]:
         """Data warnings the run raised (e.g. about a user file), for display beside the run."""
         return [str(message.get("message", "")) for message in self.messages(run_id, "warning")]
