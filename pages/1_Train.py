@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from metanlp.dashboard import state
+from metanlp.dashboard.access import write_access
 from metanlp.dashboard.forms import (
     GENERAL,
     UPLOAD_EXTENSIONS,
@@ -32,6 +33,8 @@ BUILT_IN, UPLOADED = "Built-in dataset", "Upload a CSV / JSONL file"
 ENCODERS = {"minilm": "Pretrained MiniLM", "scratch": "From scratch (random init)"}
 
 st.title("Train a few-shot model")
+if not write_access("launch runs or upload files"):
+    st.stop()
 manager = state.run_manager()  # workers warm up while the form is filled in
 messages = FieldMessages()
 values: dict = {}

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from metanlp.dashboard import state
+from metanlp.dashboard.access import write_access
 from metanlp.dashboard.charts import training_curves
 from metanlp.dashboard.run_view import (
     STATUS_ICONS,
@@ -26,6 +27,7 @@ store = state.run_store()
 manager = state.run_manager()
 manager.poll()
 records = store.list_runs()
+can_change = write_access("cancel or delete runs")
 if not records:
     st.info("No runs yet. Launch one from the Train page.")
     st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
@@ -91,10 +93,10 @@ def run_panel(record, metrics) -> None:
             "Config (JSON)", config_json(record), file_name=f"run_{record.id}_config.json",
             mime="application/json", on_click="ignore", key=f"json_{record.id}",
         )
-        if record.is_active and buttons[2].button("Cancel", key=f"cancel_{record.id}"):
+        if record.is_active and buttons[2].button("Cancel", key=f"cancel_{record.id}", disabled=not can_change):
             manager.cancel(record.id)
             st.rerun(scope="app")
-        if buttons[3].button("Delete", key=f"delete_{record.id}"):
+        if buttons[3].button("Delete", key=f"delete_{record.id}", disabled=not can_change):
             manager.delete(record.id)
             st.rerun(scope="app")
 

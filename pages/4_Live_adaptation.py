@@ -5,6 +5,7 @@ import time
 import streamlit as st
 
 from metanlp.dashboard import state
+from metanlp.dashboard.access import write_access
 from metanlp.dashboard.attention import compare_attention, initial_encoder, select_map
 from metanlp.dashboard.charts import adaptation_curve, attention_heatmap, attention_pair
 from metanlp.dashboard.forms import (
@@ -40,6 +41,8 @@ FRESH = "fresh"
 REDRAW_SECONDS = 0.1  # the live chart is redrawn at most this often during adaptation
 
 st.title("Live adaptation")
+if not write_access("adapt models on this machine"):
+    st.stop()
 st.caption(
     "Give 2–5 classes with a few example sentences each. The last example of each class is held out as a "
     "query to show the query loss; the others form the support set. A fresh method works on the pretrained "
