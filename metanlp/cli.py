@@ -237,8 +237,10 @@ def command_train(args: argparse.Namespace) -> int:
     import os
 
     from metanlp.runs import RunStore, check_run_config, execute_run
+    from metanlp.runs.manager import check_run_data
 
     config = check_run_config(config_from_args(args, args.steps))
+    check_run_data(config)  # a bad file or an impossible task: exit 2, and no run is stored
     store = RunStore(args.runs_dir)
     run_id = store.create_run(config, args.name, claimed_by=os.getpid())
     print(f"run {run_id} in {store.root}", file=sys.stderr)

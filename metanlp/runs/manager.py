@@ -96,6 +96,21 @@ def check_run_config(config: RunConfig) -> RunConfig:
     return config
 
 
+def check_run_data(config: RunConfig) -> list[str]:
+    """Read the config's data and check its splits can supply its episodes, before a run exists.
+
+    A bad user file or an impossible N-way K-shot task is the user's input to fix, not a failed
+    run: callers refuse it up front (raises ``DataError``). Returns the data's warnings.
+    """
+    from metanlp.engine.training import load_run_dataset, make_sampler
+
+    dataset, warnings = load_run_dataset(config)
+    splits = (["train"] if config.train_steps else []) + ([] if config.episodes_file else ["test"])
+    for split in splits:
+        make_sampler(dataset, split, config, seed=config.seed)  # raises DataError naming the constraint
+    return warnings
+
+
 _MAIN_MODULE_LOCK = threading.Lock()
 
 
