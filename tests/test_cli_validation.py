@@ -31,3 +31,19 @@ def test_impossible_task_exits_2_without_storing_a_run(tmp_path, capsys):
     assert main(arguments) == 2
     assert "classes" in capsys.readouterr().err
     assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--option", "lr=nan"], "lr"),
+        (["--option", "lr=inf"], "finite"),
+        (["--encoder-option", "hidden_size=1000000"], "hidden_size must be between 1 and 4096"),
+        (["--encoder-option", "no_such=1"], "unknown scratch encoder option"),
+    ],
+)
+def test_non_finite_or_unbounded_settings_are_refused_up_front(tmp_path, capsys, arguments, message):
+    runs = tmp_path / "runs"
+    assert main(["train", "--steps", "1", "--runs-dir", str(runs), *TINY, *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not runs.exists() or not any(runs.iterdir())

@@ -31,6 +31,30 @@ def build_encoder(name: str = "minilm", **options) -> Encoder:
     raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_CHOICES)}")
 
 
+MINILM_MAX_LENGTH = 512  # MiniLM's position embeddings
+
+
+def check_encoder_options(name: str, options: dict) -> None:
+    """Refuse bad encoder options before anything is built or loaded (raises ``ValueError``)."""
+    if name not in ENCODER_CHOICES:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_CHOICES)}")
+    if options.get("checkpoint"):
+        return  # a saved encoder brings its own configuration
+    if name == "scratch":
+        from metanlp.encoders.scratch import ScratchConfig
+
+        allowed = {field for field in ScratchConfig.__dataclass_fields__}
+    else:
+        allowed = {"max_length", "normalize"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {name} encoder option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    if name == "scratch":
+        ScratchConfig(**options)  # checks sizes against their limits
+    elif not 1 <= int(options.get("max_length", 64)) <= MINILM_MAX_LENGTH:
+        raise ValueError(f"max_length must be between 1 and {MINILM_MAX_LENGTH}, got {options['max_length']}")
+
+
 def encoder_from_config(config: dict) -> Encoder:
     """Rebuild an encoder from ``Encoder.config_dict()``."""
     options = dict(config)

@@ -15,6 +15,12 @@ from torch import nn
 from metanlp.encoders.base import Encoder, EncoderOutput
 from metanlp.encoders.tokenizers import build_tokenizer
 
+# Upper bounds that keep a typo from asking for a 100 GB model (BERT-large is 24 × 1024 × 16, 4096 wide).
+SIZE_LIMITS = {
+    "num_layers": 48, "hidden_size": 4096, "num_heads": 64, "feedforward_size": 16384, "max_length": 4096,
+    "char_vocab_size": 100_000,
+}
+
 
 @dataclass
 class ScratchConfig:
@@ -32,10 +38,10 @@ class ScratchConfig:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
             )
-        for name in ("num_layers", "hidden_size", "num_heads", "feedforward_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
+        for name, high in SIZE_LIMITS.items():
+            if not 1 <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be between 1 and {high}, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:  # also refuses NaN
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 

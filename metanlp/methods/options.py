@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any
 
@@ -55,6 +56,9 @@ def build_options(options_class: type, values: dict | None) -> Any:
                 f"unknown option {name!r}{hint}; allowed: {', '.join(sorted(fields)) or 'none'}"
             )
     coerced = {name: _coerce(name, value, hints.get(name, fields[name].type)) for name, value in values.items()}
+    for name, value in coerced.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(f"option {name!r} must be a finite number, got {value!r}")
     options = options_class(**coerced)
     validate = getattr(options, "validate", None)
     if validate is not None:
@@ -63,8 +67,8 @@ def build_options(options_class: type, values: dict | None) -> Any:
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise ``OptionError`` unless low <= value <= high (either bound may be None)."""
-    if (low is not None and value < low) or (high is not None and value > high):
+    """Raise ``OptionError`` unless low <= value <= high (either bound may be None); NaN never passes."""
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise OptionError(f"option {name!r} must be in {bounds}, got {value}")
 

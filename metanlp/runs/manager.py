@@ -26,6 +26,7 @@ import torch
 
 from metanlp.data.errors import DataError
 from metanlp.data.registry import available_names
+from metanlp.encoders import check_encoder_options
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError, build_options
 from metanlp.methods.registry import get_method_class
@@ -82,7 +83,8 @@ def check_run_config(config: RunConfig) -> RunConfig:
     config.validate()
     try:
         build_options(get_method_class(config.method).Options, config.method_options)
-    except OptionError as error:
+        check_encoder_options(config.encoder, config.encoder_options)
+    except (OptionError, ValueError, TypeError) as error:
         raise ConfigError(str(error)) from None
     if config.dataset == "user":
         if not Path(config.data_file).is_file():
