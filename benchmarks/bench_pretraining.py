@@ -32,9 +32,10 @@ from metanlp.data.episodes import EpisodeSampler  # noqa: E402
 from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
 from metanlp.device import describe_device, resolve_device  # noqa: E402
 from metanlp.encoders import build_encoder, save_encoder  # noqa: E402
+from metanlp.engine.pretraining import checkpoint_to_folder, pretrain  # noqa: E402
 from metanlp.evaluation import evaluate, paired_comparison  # noqa: E402
 from metanlp.methods import create_method  # noqa: E402
-from metanlp.pretraining import checkpoint_to_folder, corpus_from_datasets, pretrain  # noqa: E402
+from metanlp.pretraining import corpus_from_datasets  # noqa: E402
 from metanlp.pretraining.corpus import english_dataset_names  # noqa: E402
 from metanlp.pretraining.nsp import tokenize_corpus  # noqa: E402
 
@@ -68,19 +69,20 @@ def curve_summary(history: list[dict]) -> list[tuple[int, float, float, float, f
 
     Training values are means over the 50 steps up to the point; held-out ones the last check before it.
     """
+    steps = [e for e in history if e["event"] == "step"]
+    checks = [e for e in history if e["event"] == "validation"]
     rows = []
-    total = len(history)
     for fraction in (0.02, 0.25, 0.5, 0.75, 1.0):
-        end = max(1, round(fraction * total))
-        window = history[max(0, end - 50) : end]
-        checked = [e for e in history[:end] if "query_loss" in e]
-        last = checked[-1] if checked else {"query_loss": float("nan"), "query_accuracy": float("nan")}
+        end = max(1, round(fraction * len(steps)))
+        window = steps[max(0, end - 50) : end]
+        checked = [e for e in checks if e["step"] <= steps[end - 1]["step"]]
+        last = checked[-1] if checked else {"held_out_mlm_loss": float("nan"), "held_out_nsp_accuracy": float("nan")}
         rows.append((
-            history[end - 1]["step"],
+            steps[end - 1]["step"],
             sum(e["mlm_loss"] for e in window) / len(window),
-            last["query_loss"],
+            last["held_out_mlm_loss"],
             sum(e["nsp_accuracy"] for e in window) / len(window),
-            last["query_accuracy"],
+            last["held_out_nsp_accuracy"],
         ))
     return rows
 

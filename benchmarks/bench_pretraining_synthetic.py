@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from metanlp.bench.report import replace_section  # noqa: E402
 from metanlp.encoders import build_encoder  # noqa: E402
+from metanlp.engine.pretraining import pretrain  # noqa: E402
 from metanlp.evaluation import evaluate  # noqa: E402
 from metanlp.methods import create_method  # noqa: E402
-from metanlp.pretraining import pretrain  # noqa: E402
 from metanlp.pretraining.synthetic import FRAMES, disjoint_word_episodes, topic_corpus  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results_pretraining.md"
@@ -64,10 +64,10 @@ def one_seed(seed: int, tied: bool, args: argparse.Namespace, episodes) -> dict:
         encoder, topic_corpus(seed=seed, frames=frames), steps=args.steps, batch_size=32, lr=args.lr,
         warmup=args.steps // 10, seed=seed, eval_every=max(1, args.steps // 8), tied_decoder=tied,
     )
-    last = [e for e in result.history if "query_loss" in e][-1]
+    last = [e for e in result.history if e["event"] == "validation"][-1]
     return {
         "seed": seed, "tied": tied, "seconds": time.perf_counter() - started,
-        "held_out_mlm": last["query_loss"], "held_out_nsp": last["query_accuracy"],
+        "held_out_mlm": last["held_out_mlm_loss"], "held_out_nsp": last["held_out_nsp_accuracy"],
         "random": few_shot_accuracy(random_twin, episodes), "pretrained": few_shot_accuracy(encoder, episodes),
     }
 

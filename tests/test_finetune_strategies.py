@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from metanlp.encoders import build_encoder
+from metanlp.engine.loop import seed_everything, train_loop
 from metanlp.methods import OptionError, create_method
-from metanlp.methods.finetune import layerwise_parameter_groups, supervised_finetune
+from metanlp.methods.finetune import SupervisedFineTuning, layerwise_parameter_groups
 from metanlp.pretraining.schedules import learning_rate_factor
 from tests.conftest import TINY_ENCODER
 
@@ -139,26 +140,34 @@ def agnews_splits():
     return examples_for_split(dataset, "train"), examples_for_split(dataset, "test")[:200]
 
 
+def step_events(events: list[dict]) -> list[dict]:
+    return [event for event in events if event["event"] == "step"]
+
+
 def test_supervised_full_finetune_learns_agnews(agnews_splits):
     train, test = agnews_splits
     torch.manual_seed(0)
     encoder = build_encoder("scratch", **TINY_ENCODER)
     events: list[dict] = []
-    result = supervised_finetune(
+    seed_everything(0)
+    tuning = SupervisedFineTuning(
         encoder, train, test, steps=40, batch_size=16, finetune="full", head_lr=3e-3, encoder_lr=3e-3,
-        warmup_steps=4, eval_every=20, seed=0, on_event=events.append,
+        warmup_steps=4, seed=0,
     )
-    assert result.classes == sorted({e.label for e in train}) and len(result.classes) == 4
-    assert [e["step"] for e in events] == list(range(1, 41))
-    evaluated = [e for e in events if "held_out_accuracy" in e]
-    assert [e["step"] for e in evaluated] == [20, 40]
-    assert all(e["query_accuracy"] == e["held_out_accuracy"] for e in evaluated)
-    assert events[0]["lr"] == pytest.approx(3e-3 / 4)  # warm-up
-    first = sum(e["train_loss"] for e in events[:10]) / 10
-    last = sum(e["train_loss"] for e in events[-10:]) / 10
+    train_loop(tuning, 40, phase="supervised", on_event=events.append, validate_every=20, validate_fn=tuning.held_out)
+    assert tuning.classes == sorted({e.label for e in train}) and len(tuning.classes) == 4
+    steps = step_events(events)
+    assert [e["step"] for e in steps] == list(range(1, 41))
+    assert all("query_loss" not in e and "support_loss" not in e for e in steps)  # its own names, no aliases
+    checks = [e for e in events if e["event"] == "validation"]
+    assert [e["step"] for e in checks] == [20, 40]
+    assert steps[0]["lr"] == pytest.approx(3e-3 / 4)  # warm-up
+    first = sum(e["train_loss"] for e in steps[:10]) / 10
+    last = sum(e["train_loss"] for e in steps[-10:]) / 10
     assert last < first - 0.08, (first, last)
     # 4 balanced classes, 200 test texts: chance is 0.25 ± 0.03; seen: 0.59.
-    assert result.held_out_accuracy > 0.45, result.held_out_accuracy
+    assert checks[-1]["held_out_accuracy"] > 0.45, checks[-1]
+    assert checks[-1] == {"event": "validation", "phase": "supervised", "step": 40, **tuning.held_out()}
 
 
 def test_supervised_linear_probe_trains_only_the_head(agnews_splits):
@@ -167,11 +176,11 @@ def test_supervised_linear_probe_trains_only_the_head(agnews_splits):
     encoder = build_encoder("scratch", **TINY_ENCODER)
     before = snapshot(encoder)
     events: list[dict] = []
-    supervised_finetune(
-        encoder, train, test, steps=100, batch_size=32, finetune="frozen", head_lr=0.1, eval_every=50,
-        seed=0, on_event=events.append,
-    )
+    seed_everything(0)
+    tuning = SupervisedFineTuning(encoder, train, test, steps=100, batch_size=32, finetune="frozen", head_lr=0.1, seed=0)
+    train_loop(tuning, 100, phase="supervised", on_event=events.append, validate_every=50, validate_fn=tuning.held_out)
     assert not changed(before, encoder)
-    first = sum(e["train_loss"] for e in events[:10]) / 10
-    last = sum(e["train_loss"] for e in events[-10:]) / 10
+    steps = step_events(events)
+    first = sum(e["train_loss"] for e in steps[:10]) / 10
+    last = sum(e["train_loss"] for e in steps[-10:]) / 10
     assert last < first - 0.05, (first, last)

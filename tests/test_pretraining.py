@@ -199,7 +199,7 @@ PRETRAIN_STEPS = 300
 def pretraining_run(tmp_path_factory):
     """Pretrain once for every learning test; keep the random-init twin (same seed) for comparison."""
     from metanlp.encoders import build_encoder
-    from metanlp.pretraining import checkpoint_to_folder, pretrain
+    from metanlp.engine.pretraining import checkpoint_to_folder, pretrain
 
     torch.manual_seed(0)
     encoder = build_encoder("scratch", **PRETRAIN_ENCODER)
@@ -220,13 +220,15 @@ def test_pretraining_events_and_checkpoints(pretraining_run):
     events = pretraining_run["events"]
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, PRETRAIN_STEPS + 1))
-    for key in ("mlm_loss", "nsp_loss", "nsp_accuracy", "support_loss", "lr", "elapsed"):
-        assert all(math.isfinite(e[key]) for e in steps), key
-    assert all(abs(e["support_loss"] - e["mlm_loss"] - e["nsp_loss"]) < 1e-4 for e in steps)
+    # Pretraining's own names, never the episode names support_loss / query_loss.
+    assert all(set(e) == {"event", "phase", "step", "mlm_loss", "nsp_loss", "nsp_accuracy", "lr", "elapsed"} for e in steps)
+    assert all(e["phase"] == "pretrain" and math.isfinite(e["mlm_loss"] + e["nsp_loss"]) for e in steps)
     assert steps[0]["lr"] < steps[29]["lr"] and steps[-1]["lr"] < steps[29]["lr"]  # warm-up, then decay
-    checked = [e for e in steps if "query_loss" in e]
+    checked = [e for e in events if e["event"] == "validation"]
     assert [e["step"] for e in checked] == list(range(10, PRETRAIN_STEPS + 1, 10))
-    assert all(0.0 <= e["query_accuracy"] <= 1.0 for e in checked)
+    assert all(set(e) == {"event", "phase", "step", "held_out_mlm_loss", "held_out_nsp_loss", "held_out_nsp_accuracy"}
+               for e in checked)
+    assert pretraining_run["result"].history == [e for e in events if e["event"] in ("step", "validation")]
 
     attention = [e for e in events if e["event"] == "attention"]
     assert attention[0]["step"] == 0 and attention[-1]["step"] == PRETRAIN_STEPS and len(attention) >= 4
@@ -244,7 +246,7 @@ def test_mlm_loss_falls_on_training_and_held_out_text(pretraining_run):
     first = sum(e["mlm_loss"] for e in steps[:20]) / 20
     last = sum(e["mlm_loss"] for e in steps[-20:]) / 20
     assert last < first - 2.0, (first, last)  # ln(30522) ≈ 10.3 at the start
-    checked = [e["query_loss"] for e in steps if "query_loss" in e]
+    checked = [e["held_out_mlm_loss"] for e in pretraining_run["events"] if e["event"] == "validation"]
     assert sum(checked[-3:]) / 3 < checked[0] - 2.0, checked
 
 
@@ -306,10 +308,27 @@ def test_mlm_pretrain_method_learns_from_episode_text(tiny_encoder, clinc_datase
     method = create_method("mlm_pretrain", tiny_encoder, {"lr": 3e-3})
     metrics = [method.train_step(sampler.sample()) for _ in range(40)]
     assert all(0.0 <= m["nsp_accuracy"] <= 1.0 and 0.0 <= m["query_accuracy"] <= 1.0 for m in metrics)
-    assert all(abs(m["support_loss"] - m["mlm_loss"] - m["nsp_loss"]) < 1e-4 for m in metrics)
     first = sum(m["mlm_loss"] for m in metrics[:5]) / 5
     last = sum(m["mlm_loss"] for m in metrics[-5:]) / 5
     assert last < first - 1.0, (first, last)
+
+
+def test_mlm_pretrain_query_metrics_are_the_prototype_classifier_before_the_update(tiny_encoder, clinc_episodes):
+    """query_loss / query_accuracy mean what they mean for every method: the classifier ``adapt``
+    builds, scored on the episode's queries (here before the step's update); the MLM loss keeps its own name."""
+    from metanlp.methods import create_method
+
+    torch.manual_seed(0)
+    method = create_method("mlm_pretrain", tiny_encoder, {"lr": 3e-3})
+    for episode in clinc_episodes:
+        expected = method.evaluate_episode(episode)
+        metrics = method.train_step(episode)
+        assert metrics["query_loss"] == pytest.approx(expected["query_loss"], abs=1e-5)
+        assert metrics["query_accuracy"] == pytest.approx(expected["query_accuracy"])
+        assert metrics["query_loss"] != pytest.approx(metrics["mlm_loss"], abs=0.5)  # ≈ 1 vs ≈ ln(30522) ≈ 10
+    after = method.evaluate_episode(clinc_episodes[-1])
+    # The update does change the scores, so the equalities above could only hold if scoring came first.
+    assert after["query_loss"] != pytest.approx(metrics["query_loss"], abs=1e-6)
 
 
 # ---------------------------------------------------------------- transfer to a downstream few-shot task
@@ -344,9 +363,9 @@ def test_a_pretrained_checkpoint_beats_random_init_on_a_downstream_few_shot_task
     same seed) and evaluated with frozen ProtoNet on the same 60 episodes.
     """
     from metanlp.encoders import build_encoder, save_encoder
+    from metanlp.engine.pretraining import checkpoint_to_folder, pretrain
     from metanlp.evaluation import evaluate
     from metanlp.methods import create_method
-    from metanlp.pretraining import checkpoint_to_folder, pretrain
     from metanlp.pretraining.synthetic import disjoint_word_episodes, topic_corpus
 
     torch.manual_seed(0)

@@ -20,7 +20,19 @@ from metanlp.dashboard.text import plot_text
 RUN_COLORS = qualitative.Plotly
 LOSS_DASH = {"support_loss": "dash", "query_loss": "solid"}
 LOSS_NAMES = {"support_loss": "support loss", "query_loss": "query loss"}
-METRIC_ORDER = ("query_loss", "support_loss", "query_accuracy", "validation_accuracy")  # colours of one run
+# MLM pretraining reports its own objective under its own names; the chart says what each one is.
+PRETRAINING_LOSS_DASH = {"mlm_loss": "dashdot", "nsp_loss": "longdash"}
+ACCURACY_DASH = {"query_accuracy": "solid", "nsp_accuracy": "dot"}
+METRIC_NAMES = {
+    **LOSS_NAMES,
+    "mlm_loss": "MLM loss (masked words)",
+    "nsp_loss": "NSP loss (next sentence)",
+    "query_accuracy": "query accuracy",
+    "nsp_accuracy": "NSP accuracy (next sentence)",
+}
+METRIC_ORDER = (  # colours of one run
+    "query_loss", "support_loss", "query_accuracy", "validation_accuracy", "mlm_loss", "nsp_loss", "nsp_accuracy",
+)
 MARKERS_UP_TO = 60  # draw point markers while a curve is short, so its first points are visible
 LONG_LABEL = 18  # characters of a token shown on an axis
 
@@ -50,17 +62,19 @@ def training_curves(
     validation: Mapping[str, pd.DataFrame] | None = None,
     smoothing: int = 0,
 ) -> go.Figure:
-    """Loss (left) and query accuracy (right) against the outer step.
+    """Losses (left) and accuracies (right) against the outer step.
 
     ``runs`` maps a run label to its metrics table (``RunStore.metrics``: columns step, phase,
-    inner_step, support_loss, query_loss, query_accuracy). One run: one colour per metric.
-    Several runs: one colour per run, query loss solid and support loss dashed. Inner-loop losses
+    inner_step, support_loss, query_loss, query_accuracy, plus extra metrics such as MLM
+    pretraining's mlm_loss, nsp_loss and nsp_accuracy, drawn under their own names). One run: one
+    colour per metric. Several runs: one colour per run, query loss solid and support loss dashed
+    (MLM loss dash-dot, NSP loss long dashes, NSP accuracy dotted). Inner-loop losses
     are faint dotted lines between steps; other phases (e.g. pre-training) get their own legend
     entries. Validation accuracy is drawn as diamonds with its 95% interval. ``smoothing`` > 1
     adds the running mean over that many steps and fades the raw train-phase curves behind it
     (each step is one random episode, so raw curves are noisy).
     """
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Query accuracy"), horizontal_spacing=0.1)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
     single = len(runs) == 1
     for index, (label, frame) in enumerate(runs.items()):
         name = "" if single else f"{plot_text(label)}: "
@@ -77,46 +91,52 @@ def training_curves(
             x = inner_step_positions(rows) if inner and "inner_step" in rows else rows["step"]
             suffix = "" if phase == "train" else f" ({phase})"
             smooth = smoothing > 1 and not inner
-            for metric, dash in LOSS_DASH.items():
+            for metric, dash in {**LOSS_DASH, **PRETRAINING_LOSS_DASH}.items():
                 if metric not in rows or rows[metric].isna().all():
                     continue
                 kept = rows[metric].notna()
+                title = f"{METRIC_NAMES[metric]}{suffix}"
                 figure.add_trace(
                     go.Scatter(
                         x=x[kept],
                         y=rows.loc[kept, metric],
                         mode="lines" if inner else _mode(int(kept.sum())),
-                        name=f"{name}{LOSS_NAMES[metric]}{suffix}",
+                        name=f"{name}{title}",
                         legendgroup=label,
                         line={"color": color(metric), "dash": "dot" if inner else dash, "width": 1 if inner else 2},
                         opacity=0.45 if inner else 0.3 if smooth else 1.0,
-                        hovertemplate=f"step %{{x}}<br>{LOSS_NAMES[metric]}{suffix} %{{y:.4f}}<extra>{name}</extra>",
+                        hovertemplate=f"step %{{x}}<br>{title} %{{y:.4f}}<extra>{name}</extra>",
                     ),
                     row=1,
                     col=1,
                 )
                 if smooth:
-                    _add_running_mean(figure, rows.loc[kept], metric, smoothing, f"{name}{LOSS_NAMES[metric]}{suffix}",
+                    _add_running_mean(figure, rows.loc[kept], metric, smoothing, f"{name}{title}",
                                       color(metric), dash, label, column=1)
-            if not inner and "query_accuracy" in rows and rows["query_accuracy"].notna().any():
-                kept = rows["query_accuracy"].notna()
+            for metric, dash in ACCURACY_DASH.items():
+                if inner or metric not in rows or rows[metric].isna().all():
+                    continue
+                kept = rows[metric].notna()
+                title = f"{METRIC_NAMES[metric]}{suffix}"
+                if metric == "query_accuracy" and phase != "train":
+                    dash = "dashdot"
                 figure.add_trace(
                     go.Scatter(
                         x=rows.loc[kept, "step"],
-                        y=rows.loc[kept, "query_accuracy"],
+                        y=rows.loc[kept, metric],
                         mode=_mode(int(kept.sum())),
-                        name=f"{name}query accuracy{suffix}",
+                        name=f"{name}{title}",
                         legendgroup=label,
-                        line={"color": color("query_accuracy"), "dash": "solid" if phase == "train" else "dashdot"},
+                        line={"color": color(metric), "dash": dash},
                         opacity=0.3 if smooth else 1.0,
-                        hovertemplate=f"step %{{x}}<br>accuracy %{{y:.1%}}<extra>{name}</extra>",
+                        hovertemplate=f"step %{{x}}<br>{title} %{{y:.1%}}<extra>{name}</extra>",
                     ),
                     row=1,
                     col=2,
                 )
                 if smooth:
-                    _add_running_mean(figure, rows.loc[kept], "query_accuracy", smoothing,
-                                      f"{name}query accuracy{suffix}", color("query_accuracy"), "solid", label, column=2)
+                    _add_running_mean(figure, rows.loc[kept], metric, smoothing, f"{name}{title}",
+                                      color(metric), dash, label, column=2)
         checks = (validation or {}).get(label)
         if checks is not None and not checks.empty:
             figure.add_trace(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metanlp.data.errors import DataError
+from metanlp.data.feasibility import EpisodeSettingsError, check_split_feasible
 from metanlp.data.registry import examples_for_split
 from metanlp.data.types import TextDataset
 from metanlp.device import resolve_device
@@ -130,26 +130,26 @@ def float_format(value: float) -> str:
 # ----------------------------------------------------------------- run form
 
 
-def _split_for_field(dataset: TextDataset, split: str, n_way: int, k_shot: int, n_query: int) -> tuple[str, str] | None:
-    """(field, message) when ``split`` cannot give N-way K-shot episodes with Q queries, else None."""
-    counts = Counter(example.label for example in examples_for_split(dataset, split))
-    needed = k_shot + n_query
-    if len(counts) < n_way:
-        names = "meta-train" if split == "train" else "meta-test" if split == "test" else split
-        return "n_way", (
-            f"The {names} classes of '{dataset.name}' number {len(counts)}, fewer than N = {n_way}. "
-            f"Choose N ≤ {len(counts)}."
-        )
-    big_enough = sorted((count for count in counts.values() if count >= needed), reverse=True)
-    if len(big_enough) < n_way:
-        available = sorted(counts.values(), reverse=True)[n_way - 1]  # examples of the N-th largest class
-        shortfall = (
-            f"Each of the {n_way} classes needs K + queries = {needed} examples, but in the {split} split of "
-            f"'{dataset.name}' only {len(big_enough)} classes have that many."
-        )
-        if available - n_query >= 1:
-            return "k_shot", f"{shortfall} With {n_query} queries, K can be at most {available - n_query}."
-        return "n_query", f"{shortfall} Use at most {available - 1} queries per class (with K = 1), or a smaller N."
+def episode_splits(config: RunConfig, dataset: TextDataset) -> list[str]:
+    """The splits a run of ``config`` samples episodes from, in the order ``run_training`` builds its samplers.
+
+    Train when it trains; test unless the test episodes come from a file (the sampler is built even for
+    0 test episodes); val when it validates and the val split has examples.
+    """
+    splits = ["train"] if config.train_steps else []
+    if not config.episodes_file:
+        splits.append("test")
+    if config.eval_every and examples_for_split(dataset, "val"):
+        splits.append("val")
+    return splits
+
+
+def _episode_problem(dataset: TextDataset, split: str, config: RunConfig) -> tuple[str, str] | None:
+    """(field, message) when ``split`` cannot give the episodes asked for: the sampler's own verdict and words."""
+    try:
+        check_split_feasible(dataset, split, config.n_way, config.k_shot, config.n_query)
+    except EpisodeSettingsError as error:
+        return error.field, str(error)
     return None
 
 
@@ -178,9 +178,8 @@ def validate_run_form(values: dict[str, Any], dataset: TextDataset | None) -> Fo
     except ValueError as error:
         result.errors["device"] = str(error)
     if dataset is not None:
-        splits = (["train"] if config.train_steps else []) + (["test"] if config.eval_episodes else [])
-        for split in splits:
-            problem = _split_for_field(dataset, split, config.n_way, config.k_shot, config.n_query)
+        for split in episode_splits(config, dataset):
+            problem = _episode_problem(dataset, split, config)
             if problem and problem[0] not in result.errors:
                 result.errors[problem[0]] = problem[1]
     if not result.errors:

@@ -9,25 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from metanlp.data.errors import DataError
+from metanlp.data.feasibility import check_texts_feasible, classes_that_fit, group_by_label
 from metanlp.data.types import Episode, Example
 
 EPISODES_FORMAT = "metanlp-episodes/1"
 
 
-def group_by_label(examples: list[Example]) -> dict[str, list[str]]:
-    """Texts per label, duplicates removed so support and query can never share a text."""
-    grouped: dict[str, dict[str, None]] = {}
-    for example in examples:
-        grouped.setdefault(example.label, {})[example.text] = None
-    return {label: list(texts) for label, texts in sorted(grouped.items())}
-
-
 class EpisodeSampler:
     """Draws N-way K-shot episodes with Q queries per class from one class split.
 
-    Classes with fewer than K+Q distinct texts are skipped; if fewer than N classes remain
-    a ``DataError`` names the classes that are too small. Seeded: the same seed yields the
-    same episodes in the same order.
+    Repeated texts within a class are dropped and classes with fewer than K+Q distinct texts are
+    skipped; if fewer than N classes remain, ``check_texts_feasible`` raises the ``DataError`` that
+    the Train form shows too. Seeded: the same seed yields the same episodes in the same order.
     """
 
     def __init__(
@@ -39,26 +32,9 @@ class EpisodeSampler:
         seed: int = 0,
         split: str = "",
     ) -> None:
-        for name, value, low in (("n_way", n_way, 2), ("k_shot", k_shot, 1), ("n_query", n_query, 1)):
-            if int(value) != value or value < low:
-                raise DataError(f"{name} must be an integer of at least {low}, got {value!r}.")
+        check_texts_feasible(texts_by_label, n_way, k_shot, n_query, split)
         self.n_way, self.k_shot, self.n_query, self.seed, self.split = n_way, k_shot, n_query, seed, split
-        needed = k_shot + n_query
-        self.texts_by_label = {label: texts for label, texts in texts_by_label.items() if len(texts) >= needed}
-        if len(self.texts_by_label) < n_way:
-            where = f" in the {split!r} split" if split else ""
-            too_small = {label: len(t) for label, t in texts_by_label.items() if len(t) < needed}
-            detail = (
-                "; too small (need K+Q = {} each): {}".format(
-                    needed, ", ".join(f"{label!r} ({count})" for label, count in list(too_small.items())[:10])
-                )
-                if too_small
-                else ""
-            )
-            raise DataError(
-                f"{n_way}-way episodes need {n_way} classes with at least {needed} examples each, "
-                f"but only {len(self.texts_by_label)} of {len(texts_by_label)} classes{where} qualify{detail}."
-            )
+        self.texts_by_label = classes_that_fit(texts_by_label, k_shot + n_query)
         self.labels = sorted(self.texts_by_label)
         self._rng = random.Random(seed)
 

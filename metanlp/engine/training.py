@@ -1,12 +1,14 @@
 """Run one method from a ``RunConfig`` and stream metric events through a callback.
 
-This is the single entry point the CLI, the dashboard's worker and the bench share.
-Events are plain JSON-serialisable dicts with an ``event`` key:
+This is the single entry point the CLI, the dashboard's worker and the bench share; its steps run
+in the engine's one loop (``metanlp.engine.loop.train_loop``). Events are plain JSON-serialisable
+dicts with an ``event`` key:
 
 - ``{"event": "step", "phase": "train", "step", "support_loss", "query_loss", "query_accuracy", "lr", "elapsed"}``
+  (plus any metric of the method's own, e.g. mlm_pretrain's ``mlm_loss``)
 - ``{"event": "step", "phase": "inner", "step", "inner_step", "support_loss", ...}``
-- ``{"event": "validation", "step", "query_accuracy", "ci95"}``
-- ``{"event": "attention", "step", "tokens", "attentions"}`` (layers × heads × S × S, nested lists)
+- ``{"event": "validation", "phase": "train", "step", "query_accuracy", "ci95"}`` (mean over validation episodes)
+- ``{"event": "attention", "phase": "train", "step", "tokens", "attentions"}`` (layers × heads × S × S, nested lists)
 - ``{"event": "progress", "stage", "done", "total"}``
 - ``{"event": "no_meta_training", "message", "requested_steps"}`` when the configuration has
   nothing to meta-learn (the steps are skipped, and the run is a per-task baseline)
@@ -16,13 +18,11 @@ Events are plain JSON-serialisable dicts with an ``event`` key:
 from __future__ import annotations
 
 import copy
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from metanlp.data.episodes import EpisodeSampler, load_episodes
@@ -32,6 +32,7 @@ from metanlp.device import precision_context, resolve_device
 from metanlp.encoders import Encoder, build_encoder
 from metanlp.encoders.cache import share_cache, shared_cache
 from metanlp.engine.config import NO_META_TRAINING, ConfigError, RunConfig
+from metanlp.engine.loop import attention_snapshot, seed_everything, train_loop
 from metanlp.evaluation import EvaluationResult, evaluate
 from metanlp.methods.base import Method
 from metanlp.methods.registry import create_method
@@ -67,12 +68,6 @@ class RunResult:
             "meta_learned_parameters": self.meta_learned_parameters,
             "meta_trained": self.meta_trained,
         }
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def load_run_dataset(config: RunConfig) -> tuple[TextDataset, list[str]]:
@@ -138,33 +133,9 @@ class EncoderPool:
 _DEFAULT_POOL = EncoderPool()
 
 
-def inner_step_events(step: int, metrics: dict) -> list[dict]:
-    """Turn a train step's ``inner_support_losses`` / ``inner_query_losses`` lists into events.
-
-    Methods with an inner loop (MAML, the LSTM meta-learner, ...) return those lists, one
-    value per inner step (averaged over the meta-batch); they are removed from ``metrics``.
-    """
-    support = metrics.pop("inner_support_losses", None) or []
-    query = metrics.pop("inner_query_losses", None) or []
-    events = []
-    for index in range(max(len(support), len(query))):
-        event = {"event": "step", "phase": "inner", "step": step, "inner_step": index + 1}
-        if index < len(support):
-            event["support_loss"] = float(support[index])
-        if index < len(query):
-            event["query_loss"] = float(query[index])
-        events.append(event)
-    return events
-
-
-def _attention_event(method: Method, text: str, step: int) -> dict:
-    maps = method.encoder.attention_maps(text)
-    return {
-        "event": "attention",
-        "step": step,
-        "tokens": maps.tokens,
-        "attentions": maps.attentions.numpy().round(4).tolist(),
-    }
+def attention_steps(every: int, steps: int) -> list[int]:
+    """Steps with an attention snapshot in a run: before training, every ``every`` steps, and the last."""
+    return sorted({0, *(range(every, steps + 1, every) if every else ()), steps})
 
 
 def run_training(
@@ -178,12 +149,6 @@ def run_training(
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
     started = time.perf_counter()
-    history: list[dict] = []
-
-    def record(event: dict) -> None:
-        if event["event"] in ("step", "validation"):
-            history.append(event)
-        emit(event)
 
     def check_stop() -> None:
         if stop():
@@ -206,9 +171,6 @@ def run_training(
         method = create_method(config.method, encoder, config.method_options).to(device)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if config.attention_text:
-        emit(_attention_event(method, config.attention_text, 0))
-
     meta_learned = method.meta_learned_parameter_count()
     steps = config.train_steps if method.learns_across_tasks else 0
     if config.train_steps and not steps:
@@ -217,33 +179,26 @@ def run_training(
             "message": NO_META_TRAINING_MESSAGE.format(method=config.method, steps=config.train_steps),
             "requested_steps": config.train_steps,
         })
-    for step in range(1, steps + 1):
-        check_stop()
+
+    def meta_training_step(step: int) -> dict:
         with precision_context(device, config.precision):
             metrics = method.train_step(train_sampler.sample())
-        for inner_event in inner_step_events(step, metrics):
-            record(inner_event)
         lr = method.optimizer().param_groups[0]["lr"] if method.trainable_parameters() else 0.0
-        record({
-            "event": "step",
-            "phase": "train",
-            "step": step,
-            **metrics,
-            "lr": lr,
-            "elapsed": time.perf_counter() - started,
-        })
-        emit({"event": "progress", "stage": "train", "done": step, "total": steps})
-        if val_episodes and step % config.eval_every == 0:
-            validation = evaluate(method, val_episodes, should_stop=stop)
-            record({
-                "event": "validation", "step": step,
-                "query_accuracy": validation.mean_accuracy, "ci95": validation.ci95,
-            })
-        if config.attention_text and config.attention_every and step % config.attention_every == 0:
-            emit(_attention_event(method, config.attention_text, step))
+        return {**metrics, "lr": lr}
 
-    if config.attention_text and steps and not (config.attention_every and steps % config.attention_every == 0):
-        emit(_attention_event(method, config.attention_text, steps))
+    def validate() -> dict:
+        validation = evaluate(method, val_episodes, should_stop=stop)
+        return {"query_accuracy": validation.mean_accuracy, "ci95": validation.ci95}
+
+    loop = train_loop(
+        meta_training_step, steps, on_event=emit, should_stop=stop,
+        validate_every=config.eval_every if val_episodes else 0, validate_fn=validate,
+        snapshot_steps=attention_steps(config.attention_every, steps) if config.attention_text else (),
+        snapshot_fn=lambda: attention_snapshot(method.encoder, config.attention_text),
+        started=started,
+    )
+    if loop.stopped:
+        raise RunCancelled("run cancelled")
 
     evaluation = None
     if test_episodes:
@@ -256,7 +211,7 @@ def run_training(
             evaluation = evaluate(method, test_episodes, on_episode=on_episode, should_stop=stop)
         check_stop()
     result = RunResult(
-        method=method, evaluation=evaluation, history=history, seconds=time.perf_counter() - started,
+        method=method, evaluation=evaluation, history=loop.history, seconds=time.perf_counter() - started,
         meta_learned_parameters=meta_learned, meta_trained=bool(steps),
     )
     if evaluation is not None:

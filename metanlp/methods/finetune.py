@@ -12,17 +12,15 @@ Strategies, for both the per-task adaptation and the training across tasks:
   because lower layers hold general features that small data should disturb least;
 - a linear warm-up, then a constant or linearly decaying rate.
 
-``supervised_finetune`` is the same recipe on an ordinary train / test split of shared classes
-(AG News, SST-2), for benchmarks.
+``SupervisedFineTuning`` is the same recipe on an ordinary train / test split of shared classes
+(AG News, SST-2): a step function that the engine's loop (``metanlp.engine.loop.train_loop``) runs.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -237,126 +235,102 @@ class FineTune(Method):
 # ---------------------------------------------------------------- ordinary supervised splits
 
 
-@dataclass
-class SupervisedResult:
-    """A classifier over ``classes`` (the head sits on the fine-tuned ``encoder``) and its step events."""
-
-    classes: list[str]
-    head: nn.Linear
-    history: list[dict] = field(default_factory=list)
-    held_out_accuracy: float = float("nan")
-    held_out_loss: float = float("nan")
-    seconds: float = 0.0
-
-
-def supervised_finetune(
-    encoder: Encoder,
-    train_examples: list[Example],
-    eval_examples: list[Example],
-    *,
-    steps: int = 200,
-    batch_size: int = 32,
-    finetune: str = "full",
-    top_k: int = 1,
-    head_lr: float = 1e-3,
-    encoder_lr: float = 5e-5,
-    layer_decay: float = 1.0,
-    warmup_steps: int = 0,
-    lr_schedule: str = "linear",
-    weight_decay: float = 0.01,
-    eval_every: int = 10,
-    seed: int = 0,
-    on_event: Callable[[dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> SupervisedResult:
+class SupervisedFineTuning:
     """Fine-tune ``encoder`` (in place, on its device) plus a new head on classes shared by both splits.
 
-    For datasets such as AG News and SST-2 (``examples_for_split(dataset, "train" / "test")``).
-    Emits ``{"event": "step", "phase": "supervised", "step", "train_loss", "train_accuracy", "lr",
-    "elapsed"}`` every step; every ``eval_every`` steps (and at the last) also "held_out_loss" and
-    "held_out_accuracy" on ``eval_examples``, with the engine's names as aliases ("support_loss" = train
-    loss, "query_loss" / "query_accuracy" = held-out).
+    A step function for ``train_loop``: ``self(step)`` trains on one shuffled batch of
+    ``train_examples`` and returns ``train_loss``, ``train_accuracy`` and the ``lr`` it used;
+    ``held_out()`` (a ``validate_fn``) returns ``held_out_loss`` and ``held_out_accuracy`` on
+    ``eval_examples``. For datasets such as AG News and SST-2 (``examples_for_split(dataset,
+    "train" / "test")``). The head's initial weights follow torch's generator when this is built;
+    the batch order follows ``seed``. ``steps`` is where a "linear" schedule reaches zero.
     """
-    if not train_examples or not eval_examples:
-        raise ValueError("supervised_finetune needs training and held-out examples")
-    if steps < 1 or batch_size < 1 or eval_every < 1:
-        raise ValueError(f"need steps, batch_size and eval_every >= 1; got {steps}, {batch_size}, {eval_every}")
-    if not 0.0 < layer_decay <= 1.0:
-        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    classes = sorted({example.label for example in train_examples})
-    index = {label: i for i, label in enumerate(classes)}
-    unknown = sorted({e.label for e in eval_examples} - set(index))
-    if unknown:
-        raise ValueError(f"held-out classes never seen in training: {unknown[:5]}")
-    emit = on_event or (lambda event: None)
-    stop = should_stop or (lambda: False)
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    device = encoder.device
 
-    encoder.set_trainable_layers(trainable_layer_count(resolve_finetune_mode(finetune, encoder), top_k))
-    head = nn.Linear(encoder.hidden_size, len(classes)).to(device)
-    groups = [{"params": list(head.parameters()), "lr": head_lr, "name": "head"}]
-    groups += layerwise_parameter_groups(encoder, encoder_lr, layer_decay)
-    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    scheduler = warmup_scheduler(optimizer, warmup_steps, steps, lr_schedule)
-    frozen = encoder.is_frozen()
-    cached: dict[str, torch.Tensor] = {}
+    def __init__(
+        self,
+        encoder: Encoder,
+        train_examples: list[Example],
+        eval_examples: list[Example],
+        *,
+        steps: int,
+        batch_size: int = 32,
+        finetune: str = "full",
+        top_k: int = 1,
+        head_lr: float = 1e-3,
+        encoder_lr: float = 5e-5,
+        layer_decay: float = 1.0,
+        warmup_steps: int = 0,
+        lr_schedule: str = "linear",
+        weight_decay: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        if not train_examples or not eval_examples:
+            raise ValueError("supervised fine-tuning needs training and held-out examples")
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"need steps and batch_size >= 1; got {steps}, {batch_size}")
+        if not 0.0 < layer_decay <= 1.0:
+            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        self.classes = sorted({example.label for example in train_examples})
+        self.index = {label: i for i, label in enumerate(self.classes)}
+        unknown = sorted({e.label for e in eval_examples} - set(self.index))
+        if unknown:
+            raise ValueError(f"held-out classes never seen in training: {unknown[:5]}")
+        self.encoder = encoder
+        self.train_examples = train_examples
+        self.eval_examples = eval_examples
+        self.batch_size = batch_size
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
 
-    def embed(texts: list[str]) -> torch.Tensor:
-        if not frozen:
-            return encoder.embed(texts)
-        missing = [t for t in dict.fromkeys(texts) if t not in cached]
+        encoder.set_trainable_layers(trainable_layer_count(resolve_finetune_mode(finetune, encoder), top_k))
+        self.head = nn.Linear(encoder.hidden_size, len(self.classes)).to(encoder.device)
+        groups = [{"params": list(self.head.parameters()), "lr": head_lr, "name": "head"}]
+        groups += layerwise_parameter_groups(encoder, encoder_lr, layer_decay)
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        self.scheduler = warmup_scheduler(self.optimizer, warmup_steps, steps, lr_schedule)
+        self.frozen = encoder.is_frozen()
+        self._cached: dict[str, torch.Tensor] = {}
+
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        if not self.frozen:
+            return self.encoder.embed(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cached]
         if missing:  # a linear probe encodes every sentence once
             with torch.no_grad():
-                cached.update(zip(missing, encoder.embed(missing), strict=True))
-        return torch.stack([cached[t] for t in texts])
+                self._cached.update(zip(missing, self.encoder.embed(missing), strict=True))
+        return torch.stack([self._cached[t] for t in texts])
 
-    def held_out() -> tuple[float, float]:
-        encoder.eval()
-        with torch.no_grad():
-            logits = torch.cat([
-                head(embed([e.text for e in eval_examples[i : i + 64]])) for i in range(0, len(eval_examples), 64)
-            ])
-            labels = label_tensor([index[e.label] for e in eval_examples], device)
-            loss, accuracy = classification_metrics(logits.float(), labels)
-        return loss.item(), accuracy
+    def _labels(self, examples: list[Example]) -> torch.Tensor:
+        return label_tensor([self.index[e.label] for e in examples], self.encoder.device)
 
-    result = SupervisedResult(classes=classes, head=head)
-    order: list[int] = []
-    if frozen:
-        encoder.eval()
-    for step in range(1, steps + 1):
-        if stop():
-            break
-        if len(order) < batch_size:
-            shuffled = list(range(len(train_examples)))
-            rng.shuffle(shuffled)
-            order += shuffled
-        batch, order = [train_examples[i] for i in order[:batch_size]], order[batch_size:]
-        if not frozen:
-            encoder.train()
-        lr_now = optimizer.param_groups[0]["lr"]
-        logits = head(embed([e.text for e in batch]))
-        loss, accuracy = classification_metrics(logits, label_tensor([index[e.label] for e in batch], device))
-        optimizer.zero_grad()
+    def _next_batch(self) -> list[Example]:
+        """The next ``batch_size`` examples of a shuffled pass; a new shuffle is appended when it runs short."""
+        if len(self.order) < self.batch_size:
+            shuffled = list(range(len(self.train_examples)))
+            self.rng.shuffle(shuffled)
+            self.order += shuffled
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        return [self.train_examples[i] for i in batch]
+
+    def __call__(self, step: int) -> Metrics:
+        """One update on the next batch."""
+        batch = self._next_batch()
+        self.encoder.train(not self.frozen)
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss, accuracy = classification_metrics(self.head(self._embed([e.text for e in batch])), self._labels(batch))
+        self.optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        event = {
-            "event": "step", "phase": "supervised", "step": step,
-            "train_loss": loss.item(), "train_accuracy": accuracy, "support_loss": loss.item(),
-        }
-        if step % eval_every == 0 or step == steps:
-            result.held_out_loss, result.held_out_accuracy = held_out()
-            event.update(
-                held_out_loss=result.held_out_loss, held_out_accuracy=result.held_out_accuracy,
-                query_loss=result.held_out_loss, query_accuracy=result.held_out_accuracy,
-            )
-        event.update(lr=lr_now, elapsed=time.perf_counter() - started)
-        result.history.append(event)
-        emit(event)
-    encoder.eval()
-    result.seconds = time.perf_counter() - started
-    return result
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"train_loss": loss.item(), "train_accuracy": accuracy, "lr": lr}
+
+    @torch.no_grad()
+    def held_out(self) -> Metrics:
+        """Cross-entropy and accuracy on ``eval_examples``, without dropout."""
+        self.encoder.eval()
+        examples = self.eval_examples
+        logits = torch.cat([
+            self.head(self._embed([e.text for e in examples[i : i + 64]])) for i in range(0, len(examples), 64)
+        ])
+        loss, accuracy = classification_metrics(logits.float(), self._labels(examples))
+        return {"held_out_loss": loss.item(), "held_out_accuracy": accuracy}

@@ -4,8 +4,15 @@ Each ``train_step`` pretrains the from-scratch encoder on one batch of sentence 
 the episode's texts, where each class is a "document" (a "next sentence" is another sentence of the
 same class; see ``metanlp.pretraining.corpus``). A new task is then solved without further
 training, by nearest class prototype on the pretrained features. For long pretraining on whole
-datasets or uploaded text, use ``metanlp.pretraining.pretrain`` and start any method from the saved
-encoder (``encoder_options={"checkpoint": folder}``).
+datasets or uploaded text, use ``metanlp.engine.pretraining.pretrain`` and start any method from the
+saved encoder (``encoder_options={"checkpoint": folder}``).
+
+A step's metrics keep the two objectives apart. ``mlm_loss``, ``nsp_loss`` and ``nsp_accuracy`` are
+the pretraining objective on the step's batch of pairs. ``support_loss``, ``query_loss`` and
+``query_accuracy`` mean what they mean for every method: the classifier a new task gets (here
+nearest prototype, exactly what ``adapt`` builds) scored on this episode's support set and queries,
+measured before the step's update: the model the step starts from, which has not yet pretrained on
+this episode's texts (the update uses the queries' text and labels, as one document per class).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from metanlp.methods.registry import register_method
 from metanlp.pretraining.corpus import PretrainingCorpus
 from metanlp.pretraining.heads import PretrainingHeads, token_embedding_matrix
 from metanlp.pretraining.masking import MaskingScheme
-from metanlp.pretraining.nsp import tokenize_corpus
+from metanlp.pretraining.nsp import PairBatch, tokenize_corpus
 from metanlp.pretraining.trainer import MaskedPairSampler, pin_first_segment, pretraining_update
 
 
@@ -109,7 +116,32 @@ class MLMPretrain(Method):
         return class_prototypes(support, labels, episode.n_way), support, labels
 
     def train_step(self, episode: Episode) -> Metrics:
-        """One MLM + NSP step on pairs drawn from the episode's texts (support and query)."""
+        """Score the prototype classifier on the episode, then one MLM + NSP step on its texts."""
+        metrics = self._prototype_metrics(episode)
+        losses = pretraining_update(
+            self.encoder, self.heads, self.optimizer(), *self._masked_pairs(episode), self.options.update_absent_tokens
+        )
+        return {**metrics, "mlm_loss": losses.mlm.item(), "nsp_loss": losses.nsp.item(),
+                "nsp_accuracy": losses.nsp_accuracy}
+
+    @torch.no_grad()
+    def _prototype_metrics(self, episode: Episode) -> Metrics:
+        """support_loss, support_accuracy, query_loss, query_accuracy of nearest-prototype classification."""
+        prototypes, support, support_labels = self.prototypes(episode)
+        support_loss, support_accuracy = classification_metrics(
+            prototype_logits(support, prototypes, self.options.distance, 1.0), support_labels
+        )
+        query_logits = self.prototype_scores(episode.query_texts, prototypes)
+        query_loss, query_accuracy = classification_metrics(
+            query_logits, label_tensor(episode.query_labels, query_logits.device)
+        )
+        return {
+            "support_loss": support_loss.item(), "support_accuracy": support_accuracy,
+            "query_loss": query_loss.item(), "query_accuracy": query_accuracy,
+        }
+
+    def _masked_pairs(self, episode: Episode) -> tuple[PairBatch, torch.Tensor]:
+        """A batch of masked sentence pairs from the episode's texts, one "document" per class."""
         texts = [episode.support_texts, episode.query_texts]
         labels = [episode.support_labels, episode.query_labels]
         documents = [
@@ -119,29 +151,7 @@ class MLMPretrain(Method):
         ]
         tokenized = tokenize_corpus(PretrainingCorpus(documents), self.encoder.tokenizer, self.encoder.max_length)
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows the run's torch seed
-        sampler = MaskedPairSampler(tokenized, self.encoder, seed, self.scheme)
-        batch, mlm_labels = sampler.sample(self.options.pairs_per_step)
-        losses = pretraining_update(
-            self.encoder, self.heads, self.optimizer(), batch, mlm_labels, self.options.update_absent_tokens
-        )
-        prototypes, support, support_labels = self.prototypes(episode)
-        with torch.no_grad():
-            support_accuracy = classification_metrics(
-                prototype_logits(support, prototypes, self.options.distance, 1.0), support_labels
-            )[1]
-            query_logits = self.prototype_scores(episode.query_texts, prototypes)
-            query_loss, query_accuracy = classification_metrics(
-                query_logits, label_tensor(episode.query_labels, query_logits.device)
-            )
-        return {
-            "support_loss": losses.total.item(),
-            "mlm_loss": losses.mlm.item(),
-            "nsp_loss": losses.nsp.item(),
-            "nsp_accuracy": losses.nsp_accuracy,
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-        }
+        return MaskedPairSampler(tokenized, self.encoder, seed, self.scheme).sample(self.options.pairs_per_step)
 
     def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
         prototypes, support, labels = self.prototypes(episode)

@@ -1,39 +1,31 @@
-"""Pretrain a from-scratch encoder with MLM + NSP, streaming the same kind of events as ``run_training``.
+"""MLM + NSP pretraining of a from-scratch encoder, as pieces the engine's one loop calls.
 
-Events (plain dicts):
+``pretraining_update`` is one gradient step on a masked pair batch (the ``mlm_pretrain`` method's
+``train_step`` calls it on episode text); ``CorpusPretraining`` is the step function for a whole
+corpus (samplers, heads, AdamW and schedule), which ``metanlp.engine.pretraining.pretrain`` runs
+through ``metanlp.engine.loop.train_loop``. Nothing here loops over steps, seeds, stops, emits
+events or writes files: the engine does.
 
-- ``{"event": "step", "phase": "pretrain", "step", "mlm_loss", "nsp_loss", "nsp_accuracy",
-  "support_loss" (total training loss), "query_loss" (MLM loss on a fixed held-out batch),
-  "query_accuracy" (NSP accuracy on that batch), "held_out_nsp_loss", "lr", "elapsed"}``
-- ``{"event": "attention", "phase": "pretrain", "step", "tokens", "attentions"}`` at a few steps, so
-  the dashboard can show attention turning from diffuse to structured
-- ``{"event": "checkpoint", "phase": "pretrain", "step"}`` after ``save_checkpoint`` ran
-- ``{"event": "progress", "stage": "pretrain", "done", "total"}``
-
-This module never decides where files go: the caller passes ``save_checkpoint(step, encoder)``
-(``checkpoint_to_folder(root)`` builds one that calls ``save_encoder`` under a folder it is given).
+A step reports its own names, never the episode names ``support_loss`` / ``query_loss``:
+``mlm_loss`` (masked-word cross-entropy), ``nsp_loss``, ``nsp_accuracy`` (next-sentence
+prediction) on the training batch; ``held_out_mlm_loss``, ``held_out_nsp_loss`` and
+``held_out_nsp_accuracy`` on a fixed batch from text kept out of training.
 """
 
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from metanlp.encoders import Encoder, save_encoder
+from metanlp.encoders import Encoder
 from metanlp.pretraining.corpus import PretrainingCorpus
 from metanlp.pretraining.heads import PretrainingHeads, PretrainingLosses, token_embedding_matrix
 from metanlp.pretraining.masking import IGNORE_INDEX, MaskingScheme, mask_tokens
 from metanlp.pretraining.nsp import PairBatch, TokenizedCorpus, encode_pairs, sample_pairs, tokenize_corpus
 from metanlp.pretraining.schedules import warmup_scheduler
 
-EventCallback = Callable[[dict], None]
-CheckpointCallback = Callable[[int, Encoder], None]
 GRADIENT_CLIP = 1.0  # as in BERT
 
 
@@ -136,137 +128,72 @@ def held_out_losses(encoder: Encoder, heads: PretrainingHeads, batch: PairBatch,
         encoder.train(was_training)
 
 
-def default_snapshot_steps(steps: int) -> list[int]:
-    """Steps with an attention snapshot: the start, a few early ones (where most changes) and the end."""
-    return sorted({0, steps // 20, steps // 10, steps // 4, steps // 2, steps})
+class CorpusPretraining:
+    """The step function of corpus pretraining: ``self(step)`` is one MLM + NSP update of ``encoder``.
 
-
-def checkpoint_to_folder(root: str | Path) -> CheckpointCallback:
-    """A ``save_checkpoint`` callback writing ``root/step-000500/`` (``save_encoder`` format).
-
-    Each folder loads with ``build_encoder("scratch", checkpoint=folder)``.
+    Trains every layer of ``encoder`` (on its current device) with AdamW, a linear warm-up over
+    ``warmup`` steps, then linear decay to zero at ``steps`` (``schedule`` "linear", BERT's) or a
+    constant rate. The held-out batch comes from document tails kept out of training
+    (``PretrainingCorpus.split_held_out``); ``held_out()`` scores it. Pairs and masks follow
+    ``seed``; the heads' initial weights follow torch's generator when this is built.
     """
-    root = Path(root)
 
-    def save(step: int, encoder: Encoder) -> None:
-        save_encoder(encoder, root / f"step-{step:06d}")
+    def __init__(
+        self,
+        encoder: Encoder,
+        corpus: PretrainingCorpus,
+        *,
+        steps: int,
+        batch_size: int = 32,
+        lr: float = 5e-4,
+        warmup: int = 100,
+        seed: int = 0,
+        weight_decay: float = 0.01,
+        schedule: str = "linear",
+        scheme: MaskingScheme | None = None,
+        held_out_fraction: float = 0.1,
+        held_out_size: int = 64,
+        update_absent_tokens: bool = False,
+        tied_decoder: bool = False,
+    ) -> None:
+        if steps < 1 or batch_size < 2:
+            raise ValueError(f"need steps >= 1 and batch_size >= 2; got {steps}, {batch_size}")
+        token_embedding_matrix(encoder)  # fails early, with a clear message, for a non-scratch encoder
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.update_absent_tokens = update_absent_tokens
+        training_text, held_out_text = corpus.split_held_out(held_out_fraction)
+        self.sampler = MaskedPairSampler(
+            tokenize_corpus(training_text, encoder.tokenizer, encoder.max_length), encoder, seed, scheme
+        )
+        held_out_sampler = MaskedPairSampler(
+            tokenize_corpus(held_out_text, encoder.tokenizer, encoder.max_length), encoder, seed + 1, scheme
+        )
+        self.held_out_batch, self.held_out_labels = held_out_sampler.sample(held_out_size)
 
-    return save
+        encoder.set_trainable_layers(None)
+        pin_first_segment(encoder)
+        self.heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size, tied_decoder).to(encoder.device)
+        parameters = [*encoder.parameters(), *self.heads.parameters()]
+        self.optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        self.scheduler = warmup_scheduler(self.optimizer, warmup, steps, schedule)
 
+    def __call__(self, step: int) -> dict[str, float]:
+        """One update; ``lr`` is the rate this update used."""
+        batch, labels = self.sampler.sample(self.batch_size)
+        lr = self.optimizer.param_groups[0]["lr"]
+        losses = pretraining_update(
+            self.encoder, self.heads, self.optimizer, batch, labels, self.update_absent_tokens
+        )
+        self.scheduler.step()
+        return {"mlm_loss": losses.mlm.item(), "nsp_loss": losses.nsp.item(), "nsp_accuracy": losses.nsp_accuracy,
+                "lr": lr}
 
-@dataclass
-class PretrainingResult:
-    heads: PretrainingHeads
-    history: list[dict] = field(default_factory=list)
-    steps_done: int = 0
-    seconds: float = 0.0
-    stopped: bool = False
-
-
-def pretrain(
-    encoder: Encoder,
-    corpus: PretrainingCorpus,
-    steps: int = 1000,
-    batch_size: int = 32,
-    lr: float = 5e-4,
-    warmup: int = 100,
-    seed: int = 0,
-    on_event: EventCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    *,
-    weight_decay: float = 0.01,
-    schedule: str = "linear",
-    scheme: MaskingScheme | None = None,
-    held_out_fraction: float = 0.1,
-    held_out_size: int = 64,
-    eval_every: int = 1,
-    update_absent_tokens: bool = False,
-    tied_decoder: bool = False,
-    save_checkpoint: CheckpointCallback | None = None,
-    checkpoint_steps: Iterable[int] = (),
-    attention_text: str = "",
-    attention_steps: Iterable[int] | None = None,
-) -> PretrainingResult:
-    """Train ``encoder`` (all layers, on its current device) with MLM + NSP for ``steps`` steps.
-
-    AdamW with linear warm-up over ``warmup`` steps, then linear decay to zero (``schedule``
-    "linear", BERT's) or a constant rate. The held-out batch comes from document tails kept out of
-    training (``PretrainingCorpus.split_held_out``). ``save_checkpoint`` runs at ``checkpoint_steps``
-    and after the last step; ``should_stop`` ends the run early (the encoder keeps what it learned).
-    The held-out batch is scored every ``eval_every`` steps (and at the last); step events in between
-    carry no ``query_*`` keys. ``tied_decoder`` ties the MLM decoder to the token embedding as BERT
-    does; the default keeps them apart (see ``MaskedLanguageModelHead`` for why).
-    """
-    if steps < 1 or batch_size < 2 or eval_every < 1:
-        raise ValueError(f"need steps >= 1, batch_size >= 2, eval_every >= 1; got {steps}, {batch_size}, {eval_every}")
-    token_embedding_matrix(encoder)  # fails early, with a clear message, for a non-scratch encoder
-    emit = on_event or (lambda event: None)
-    stop = should_stop or (lambda: False)
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-
-    training_text, held_out_text = corpus.split_held_out(held_out_fraction)
-    training = MaskedPairSampler(tokenize_corpus(training_text, encoder.tokenizer, encoder.max_length), encoder, seed, scheme)
-    held_out_sampler = MaskedPairSampler(
-        tokenize_corpus(held_out_text, encoder.tokenizer, encoder.max_length), encoder, seed + 1, scheme
-    )
-    held_out_batch, held_out_labels = held_out_sampler.sample(held_out_size)
-
-    encoder.set_trainable_layers(None)
-    pin_first_segment(encoder)
-    heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size, tied_decoder).to(encoder.device)
-    parameters = [*encoder.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    scheduler = warmup_scheduler(optimizer, warmup, steps, schedule)
-    snapshots = set(default_snapshot_steps(steps) if attention_steps is None else attention_steps)
-    checkpoints = {int(step) for step in checkpoint_steps} | {steps}
-    result = PretrainingResult(heads=heads)
-
-    def snapshot(step: int) -> None:
-        if attention_text and step in snapshots:
-            encoder.eval()
-            maps = encoder.attention_maps(attention_text)
-            emit({
-                "event": "attention", "phase": "pretrain", "step": step, "tokens": maps.tokens,
-                "attentions": maps.attentions.numpy().round(4).tolist(),
-            })
-
-    def checkpoint(step: int) -> None:
-        if save_checkpoint is not None:
-            encoder.eval()
-            save_checkpoint(step, encoder)
-            emit({"event": "checkpoint", "phase": "pretrain", "step": step})
-
-    snapshot(0)
-    for step in range(1, steps + 1):
-        if stop():
-            result.stopped = True
-            break
-        batch, labels = training.sample(batch_size)
-        lr_now = optimizer.param_groups[0]["lr"]
-        losses = pretraining_update(encoder, heads, optimizer, batch, labels, update_absent_tokens)
-        scheduler.step()
-        event = {
-            "event": "step", "phase": "pretrain", "step": step,
-            "mlm_loss": losses.mlm.item(), "nsp_loss": losses.nsp.item(), "nsp_accuracy": losses.nsp_accuracy,
-            "support_loss": losses.total.item(),
+    def held_out(self) -> dict[str, float]:
+        """MLM and NSP scores on the fixed held-out batch, without dropout."""
+        check = held_out_losses(self.encoder, self.heads, self.held_out_batch, self.held_out_labels)
+        return {
+            "held_out_mlm_loss": check.mlm.item(),
+            "held_out_nsp_loss": check.nsp.item(),
+            "held_out_nsp_accuracy": check.nsp_accuracy,
         }
-        if step % eval_every == 0 or step == steps:
-            check = held_out_losses(encoder, heads, held_out_batch, held_out_labels)
-            event.update(
-                query_loss=check.mlm.item(), query_accuracy=check.nsp_accuracy, held_out_nsp_loss=check.nsp.item()
-            )
-        event.update(lr=lr_now, elapsed=time.perf_counter() - started)
-        result.history.append(event)
-        emit(event)
-        emit({"event": "progress", "stage": "pretrain", "done": step, "total": steps})
-        result.steps_done = step
-        snapshot(step)
-        if step in checkpoints:
-            checkpoint(step)
-    if result.stopped and result.steps_done and result.steps_done not in checkpoints:
-        checkpoint(result.steps_done)
-    encoder.eval()
-    heads.eval()
-    result.seconds = time.perf_counter() - started
-    return result
