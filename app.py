@@ -14,6 +14,7 @@ from metanlp.dashboard.text import plain_markdown
 from metanlp.device import describe_device, resolve_device
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
+ICON = Path(__file__).resolve().parent / "metanlp" / "dashboard" / "icon.png"
 ICONS = {
     "Train": ":material/model_training:",
     "Runs": ":material/monitoring:",
@@ -77,7 +78,8 @@ def home() -> None:
         st.caption(f"No runs yet in {plain_markdown(state.runs_root())}. Launch one from the Train page.")
 
 
-st.set_page_config(page_title="metanlp", page_icon=":material/psychology:", layout="wide")
+# A local icon: a Material icon as page icon makes the browser fetch it from a font host (no network here).
+st.set_page_config(page_title="metanlp", page_icon=str(ICON), layout="wide")
 navigation = st.navigation(
     [st.Page(home, title="Home", icon=":material/home:", default=True)]
     + [st.Page(path, title=title, icon=icon) for path, title, icon in PAGES]

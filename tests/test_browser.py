@@ -191,6 +191,8 @@ def launch_scratch_protonet(page, server: DashboardServer, steps: int = 40, eval
 def test_launch_watch_and_inspect_attention(tmp_path):
     with running_dashboard(tmp_path / "runs", tmp_path / "streamlit.log") as server, chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
 
         open_page(page, server, "", "metanlp: few-shot NLP with transfer learning and meta-learning")
         no_exceptions(page)
@@ -220,8 +222,9 @@ def test_launch_watch_and_inspect_attention(tmp_path):
         open_page(page, server, "Live_adaptation", "Live adaptation")
         page.get_by_role("button", name="Adapt").click()
         page.get_by_text("Classify new sentences").wait_for(timeout=PAGE_SECONDS * 1000)
+        # Attention before and after adaptation: wait for the charts themselves, not for a quiet moment.
+        page.wait_for_function(f"({HEATMAP_TRACES})() >= 2", timeout=PAGE_SECONDS * 1000)
         wait_until_idle(page)
-        assert page.evaluate(HEATMAP_TRACES) >= 2  # attention before and after adaptation
         no_exceptions(page)
         screenshot(page, "live_adaptation")
 
@@ -241,3 +244,7 @@ def test_launch_watch_and_inspect_attention(tmp_path):
         page.get_by_text("shared episodes").first.wait_for(timeout=PAGE_SECONDS * 1000)
         no_exceptions(page)
         screenshot(page, "leaderboard")
+
+        # Offline means offline: every request of the whole tour went to the dashboard itself.
+        outside = sorted({url for url in requested if not url.startswith((server.url, "data:", "blob:"))})
+        assert not outside, f"requests left the machine: {outside}"

@@ -159,6 +159,10 @@ class Distillation(Method):
         self._teacher: tuple[Encoder, ...] = ()  # held outside nn.Module's registry: not in state_dict
         self._teacher_optimizer: torch.optim.Optimizer | None = None
 
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        # Both heads score training classes only; a new task is classified by class means of the student's features.
+        return [*self.student_head.parameters(), *self.teacher_head.parameters()]
+
     def _unlabelled_pool(self) -> list[str]:
         if not self.options.unlabelled_dataset:
             return []

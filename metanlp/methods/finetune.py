@@ -217,13 +217,24 @@ class FineTune(Method):
                         "inner_step": step, "support_loss": loss.item(), "support_accuracy": accuracy, "lr": head_lr,
                     }
                     if report_queries:
-                        with torch.no_grad():
-                            queries = frozen_queries if frozen_queries is not None else features(episode.query_texts)
-                            query_loss, query_accuracy = classification_metrics(head(queries), query_labels)
-                        metrics.update(query_loss=query_loss.item(), query_accuracy=query_accuracy)
+                        metrics.update(self._query_report(encoder, head, features, frozen_queries, episode, query_labels))
                     on_inner_step(metrics)
         encoder.eval()
         return LinearTaskModel(encoder, head, features)
+
+    @staticmethod
+    def _query_report(encoder, head, features, frozen_queries, episode: Episode, query_labels) -> Metrics:
+        """Query loss at this inner step, for the chart only: in eval mode, so reporting draws no dropout
+        noise and a run that watches its queries adapts exactly like one that does not."""
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                queries = frozen_queries if frozen_queries is not None else features(episode.query_texts)
+                query_loss, query_accuracy = classification_metrics(head(queries), query_labels)
+        finally:
+            encoder.train(was_training)
+        return {"query_loss": query_loss.item(), "query_accuracy": query_accuracy}
 
     def extra_state_config(self) -> dict:
         return {"base_classes": self.base_classes}

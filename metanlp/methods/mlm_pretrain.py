@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
@@ -101,6 +102,12 @@ class MLMPretrain(Method):
         pin_first_segment(encoder)
         self.heads = PretrainingHeads(encoder.hidden_size, encoder.vocab_size, options.tied_decoder)
         self.scheme = MaskingScheme(mask_probability=options.mask_probability)
+
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        # The MLM/NSP heads serve pretraining only; a new task is classified by prototypes of the
+        # encoder's embeddings. A tied decoder's weight is the encoder's own and stays counted.
+        encoder_ids = {id(parameter) for parameter in self.encoder.parameters()}
+        return [parameter for parameter in self.heads.parameters() if id(parameter) not in encoder_ids]
 
     @torch.no_grad()
     def prototype_scores(self, texts: list[str], prototypes: torch.Tensor) -> torch.Tensor:

@@ -170,6 +170,10 @@ class MultiTask(Method):
         )
         self._rng = random.Random(options.seed)
 
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        # The heads score training classes only; a new task is classified by class means of shared_features.
+        return [*self.target_head.parameters(), *self.task_heads.parameters()]
+
     def shared_features(self, texts: list[str]) -> torch.Tensor:
         """f_θ(x): encoder features through the shared layers, (len(texts), encoder hidden size)."""
         return self.shared(self.features(texts))

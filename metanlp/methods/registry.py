@@ -14,7 +14,7 @@ _METHODS: dict[str, type[Method]] = {}
 
 # Modules of this package that hold no method; every other module is imported (lazily, so
 # `import metanlp` stays light) and registers its methods itself.
-_NOT_METHOD_MODULES = {"base", "options", "registry"}
+_NOT_METHOD_MODULES = {"base", "conformance", "options", "registry"}
 
 
 def register_method(method_class: type[Method]) -> type[Method]:
