@@ -121,6 +121,7 @@ def bench_dann(encoder: Encoder, args: argparse.Namespace) -> dict:
         for seed in range(args.seeds):
             torch.manual_seed(seed)
             options = {
+                "target_dataset": "fewrel_pubmed",
                 "reversal": reversal,
                 "schedule_steps": args.dann_steps,
                 "max_lambda": args.max_lambda,

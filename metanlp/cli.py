@@ -33,6 +33,15 @@ def parse_option(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def parse_splits(text: str) -> tuple[str, tuple[str, ...]]:
+    """``fewrel=01,02`` → ("fewrel", ("01", "02")); ``fewrel=default`` → ("fewrel", ())."""
+    dataset, separator, ids = text.partition("=")
+    if not separator or not dataset.strip() or not ids.strip():
+        raise argparse.ArgumentTypeError(f"expected DATASET=IDS (e.g. fewrel=all), got {text!r}")
+    chosen = tuple(item.strip() for item in ids.split(",") if item.strip())
+    return dataset.strip(), () if chosen == ("default",) else chosen
+
+
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="clinc150", help="built-in dataset name, or 'user' with --data-file")
     parser.add_argument("--data-file", help="your CSV or JSONL file (text and label columns)")
@@ -101,7 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", help="comma-separated datasets (default: clinc150,banking77,huffpost,fewrel)")
     bench.add_argument("--shots", help="comma-separated K values (default: 1,5)")
     bench.add_argument("--episodes", type=int, help="test episodes per cell (default 600; --quick 30)")
-    bench.add_argument("--train-steps", type=int, help="meta-training steps per cell (default 200; --quick 10)")
+    bench.add_argument("--train-steps", type=int, help="meta-training steps per cell (default: each method's "
+                       "recommended_train_steps; --quick 10)")
+    bench.add_argument("--seeds", type=int, help="training seeds per cell of a method that meta-trains "
+                       "(default 3; --quick 1); a method with nothing to meta-train runs once")
+    bench.add_argument(
+        "--splits", action="append", type=parse_splits, default=[], metavar="DATASET=IDS",
+        help="class splits to bench a dataset on, e.g. fewrel=all, clinc150=01,03 or fewrel=default "
+             "(repeatable; default: fewrel=all, other datasets their default split; --quick: default splits)",
+    )
     bench.add_argument("--n-query", type=int, default=5)
     bench.add_argument("--encoder", default="minilm", choices=["minilm", "scratch"])
     bench.add_argument("--device", default="auto")
@@ -312,10 +329,11 @@ def csv_list(text: str | None, cast=str) -> tuple:
 def bench_command(args: argparse.Namespace) -> str:
     """The command line that reproduces this bench (the options that change what runs)."""
     parts = ["python -m metanlp bench"]
-    for option in ("methods", "datasets", "shots", "episodes", "train_steps", "encoder"):
+    for option in ("methods", "datasets", "shots", "episodes", "train_steps", "seeds", "encoder"):
         value = getattr(args, option)
         if value is not None and not (option == "encoder" and value == "minilm"):
             parts.append(f"--{option.replace('_', '-')} {value}")
+    parts += [f"--splits {dataset}={','.join(ids) or 'default'}" for dataset, ids in args.splits]
     parts += [f"--option {key}={json.dumps(value)}" for key, value in args.option]
     if args.section:
         parts.append(f"--section {args.section}")
@@ -325,7 +343,7 @@ def bench_command(args: argparse.Namespace) -> str:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from metanlp.bench.plan import BenchSettings, cell_names, quick_settings
+    from metanlp.bench.plan import BenchSettings, bench_note, cell_names, quick_settings
     from metanlp.bench.report import write_report
     from metanlp.bench.runner import run_bench
     from metanlp.runs import RunStore
@@ -336,7 +354,7 @@ def command_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--shots must be comma-separated whole numbers, got {args.shots!r}") from None
     overrides = {key: value for key, value in {
         "methods": csv_list(args.methods), "datasets": csv_list(args.datasets), "shots": shots,
-        "episodes": args.episodes, "train_steps": args.train_steps, "n_query": args.n_query,
+        "episodes": args.episodes, "train_steps": args.train_steps, "seeds": args.seeds, "n_query": args.n_query,
         "encoder": args.encoder, "device": args.device,
     }.items() if value not in (None, ())}
     method_options: dict[str, dict] = {}
@@ -348,6 +366,7 @@ def command_bench(args: argparse.Namespace) -> int:
     if method_options:
         overrides["method_options"] = method_options
     settings = quick_settings(**overrides) if args.quick else BenchSettings(**overrides)
+    settings.splits = {**settings.splits, **dict(args.splits)}
     unknown = sorted(set(method_options) - set(settings.resolved_methods()))
     if unknown:
         raise ConfigError(f"--option names method(s) not in this bench: {', '.join(unknown)}")
@@ -373,15 +392,13 @@ def command_bench(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     print(f"bench: {len(report.computed)} cells computed, {len(report.reused)} reused from the store, "
+          f"{len(report.single_run)} seeds skipped (not meta-trained: one run), "
           f"{len(report.failed)} failed, {report.seconds:.0f} s "
           f"(of which {sum(report.embedding_seconds.values()):.0f} s embedding test sentences up front)")
     for config, error in report.failed:
         print(f"failed: {config.method} on {config.dataset} {config.k_shot}-shot: {error}", file=sys.stderr)
     if not args.no_report:
-        note = (f"Settings: {settings.n_way}-way, {settings.n_query} queries per class, {settings.episodes} test "
-                f"episodes per cell (the same saved episodes for every method), {settings.train_steps} "
-                f"meta-training steps, encoder {settings.encoder} ({settings.finetune} where a method has the option), "
-                f"seed {settings.seed}. Command: `{bench_command(args)}`.")
+        note = bench_note(settings, bench_command(args))
         heading = "Bench: quick smoke check" if args.quick else "Bench: every method on the same episodes"
         path = write_report(store, Path(args.report), note, cell_names(settings), section, heading)
         print(f"results written to {path}")

@@ -1,8 +1,10 @@
 """Leaderboard: bench results from the run store, with paired comparisons between methods."""
 
+import pandas as pd
 import streamlit as st
 
-from metanlp.bench import bench_results, paired_results
+from metanlp.bench import bench_results
+from metanlp.bench.results import bench_runs, paired_runs
 from metanlp.dashboard import state
 from metanlp.dashboard.leaderboard import (
     accuracy_bars,
@@ -12,6 +14,8 @@ from metanlp.dashboard.leaderboard import (
     paired_sentence,
 )
 from metanlp.dashboard.text import plain_markdown
+from metanlp.evaluation import EpisodeMismatch
+from metanlp.runs import RunStore
 
 st.title("Leaderboard")
 st.caption(
@@ -20,7 +24,15 @@ st.caption(
 )
 
 store = state.run_store()
-results = bench_results(store)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading bench results…")
+def load_results(root: str, finished_runs: tuple[str, ...]) -> pd.DataFrame:
+    """Pooled rows; recomputed only when the set of finished bench runs changes."""
+    return bench_results(RunStore(root))
+
+
+results = load_results(str(store.root), tuple(sorted(run.id for run in bench_runs(store))))
 if results.empty:
     st.info("No bench results yet. Run `python -m metanlp bench --quick` in a terminal, then reload this page.")
     st.stop()
@@ -39,28 +51,40 @@ if shown.empty:
     st.stop()
 
 st.dataframe(leaderboard_table(shown), hide_index=True, width="stretch")
+st.caption(
+    "Accuracy is the mean over training seeds; *meta-learned params* counts what meta-training can change that "
+    "changes a prediction, and a method with nothing to meta-learn says so and runs once. *vs ProtoNet* is the "
+    "paired difference with Prototypical Networks on the same episodes."
+)
 st.plotly_chart(accuracy_bars(shown), width="stretch")
 
 st.subheader("Paired comparison")
 st.caption(
-    "Both methods saw exactly the same episodes, so we compare them episode by episode: the mean of the "
-    "per-episode accuracy differences with a 95% CI (1.96 · std / √E). If the interval excludes 0, the "
+    "Both methods saw exactly the same episodes (checked by a hash of their content), so we compare them episode "
+    "by episode: each episode's accuracy is first averaged over a method's training seeds, then the mean of the "
+    "per-episode differences gets a 95% CI (Student's t · sample std / √E). If the interval excludes 0, the "
     "difference is real at that level."
 )
-tasks = sorted({(row.dataset, int(row.k_shot)) for row in shown.itertuples()})
-task = st.selectbox("Task", tasks, format_func=lambda t: f"{t[0]} · {t[1]}-shot")
-candidates = shown[(shown["dataset"] == task[0]) & (shown["k_shot"] == task[1])]
+tasks = sorted({(row.dataset, row.split, int(row.k_shot)) for row in shown.itertuples()})
+task = st.selectbox(
+    "Task", tasks, format_func=lambda t: f"{t[0]} · {t[2]}-shot" + ("" if t[1] == "default" else f" · split {t[1]}")
+)
+candidates = shown[(shown["dataset"] == task[0]) & (shown["split"] == task[1]) & (shown["k_shot"] == task[2])]
 if len(candidates) < 2:
     st.info("This task has fewer than two methods in the store.")
     st.stop()
-names = dict(zip(candidates["run_id"], candidates["title"], strict=True))
+names = dict(enumerate(candidates["title"]))
 first, second = st.columns(2)
-run_a = first.selectbox("Method A", list(names), format_func=names.get, index=0)
-run_b = second.selectbox("Method B", list(names), format_func=names.get, index=1)
-if run_a == run_b:
+row_a = first.selectbox("Method A", list(names), format_func=names.get, index=0)
+row_b = second.selectbox("Method B", list(names), format_func=names.get, index=1)
+if row_a == row_b:
     st.warning("Pick two different methods.")
 else:
-    comparison = paired_results(store, run_a, run_b)
-    st.markdown(plain_markdown(paired_sentence(names[run_a], names[run_b], comparison)))
+    try:
+        comparison = paired_runs(store, candidates["run_ids"].iloc[row_a], candidates["run_ids"].iloc[row_b])
+    except EpisodeMismatch as error:
+        st.error(str(error))
+        st.stop()
+    st.markdown(plain_markdown(paired_sentence(names[row_a], names[row_b], comparison)))
     st.metric("Mean difference (A − B)", f"{100 * comparison.mean_difference:+.2f} points",
               f"95% CI ± {100 * comparison.ci95:.2f}", delta_color="off")

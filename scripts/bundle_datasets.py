@@ -4,7 +4,7 @@ Run once, by hand, whenever the bundle must change; the library and the tests on
 (``metanlp/data/files/<name>/``), never the raw folder. Output is deterministic (fixed seeds, gzip mtime 0),
 so rerunning it leaves git clean unless something really changed.
 
-    python scripts/bundle_datasets.py [--raw /work/shared/datasets] [--out metanlp/data/files]
+    python -m scripts.bundle_datasets [--raw /work/shared/datasets] [--out metanlp/data/files]
 
 Each dataset folder gets:
 - ``examples.jsonl.gz``: one ``{"text", "label"}`` object per line (plus ``"split"`` for shared-class data);
@@ -28,6 +28,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Shared with user uploads, so bundled and uploaded data are split by the same rule.
+from metanlp.data.splits import seeded_class_split, split_examples_per_class
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -53,21 +56,6 @@ class Bundle:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def seeded_class_split(
-    labels: list[str], sizes: tuple[int, int, int], seed: int = SEED
-) -> dict[str, list[str]]:
-    """Shuffle the sorted label names with a fixed seed and cut them into train/val/test blocks."""
-    shuffled = sorted(set(labels))
-    assert sum(sizes) == len(shuffled), (sizes, len(shuffled))
-    random.Random(seed).shuffle(shuffled)
-    n_train, n_val, _ = sizes
-    return {
-        "train": sorted(shuffled[:n_train]),
-        "val": sorted(shuffled[n_train : n_train + n_val]),
-        "test": sorted(shuffled[n_train + n_val :]),
-    }
 
 
 def protaugment_splits(path: Path) -> dict[str, dict[str, list[str]]]:
@@ -116,17 +104,9 @@ def mark_entities(tokens: list[str], head_indices: list[int], tail_indices: list
 
 def per_class_example_split(rows: list[dict], train_fraction: float, seed: int = SEED) -> None:
     """Tag each row with split "train" or "test", seeded and stratified by class (in place)."""
-    rng = random.Random(seed)
-    by_label: dict[str, list[dict]] = {}
-    for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    for label in sorted(by_label):
-        group = by_label[label]
-        order = list(range(len(group)))
-        rng.shuffle(order)
-        n_train = round(len(group) * train_fraction)
-        for rank, index in enumerate(order):
-            group[index]["split"] = "train" if rank < n_train else "test"
+    tags = split_examples_per_class([row["label"] for row in rows], train_fraction, seed)
+    for row, tag in zip(rows, tags, strict=True):
+        row["split"] = tag
 
 
 def format_class_split(class_splits: dict[str, list[str]]) -> str:
@@ -320,22 +300,32 @@ FEWREL_MARKERS = """\
 """
 
 
+FEWREL_SPLITS = 5
+
+
 def build_fewrel(raw: Path) -> Bundle:
     data = json.loads((raw / "fewrel/val_wiki.json").read_text(encoding="utf-8"))
     pid2name = json.loads((raw / "fewrel/pid2name.json").read_text(encoding="utf-8"))
     rows = _fewrel_rows(data, lambda pid: pid2name[pid][0])
-    splits = seeded_class_split([r["label"] for r in rows], (8, 3, 5))
+    labels = [r["label"] for r in rows]
+    # Five seeded splits: with one, every 5-way test episode would hold the same five relations.
+    all_splits = {f"{seed + 1:02d}": seeded_class_split(labels, (8, 3, 5), seed) for seed in range(FEWREL_SPLITS)}
     mapping = "\n".join(f"  - {pid}: {pid2name[pid][0]}" for pid in sorted(data, key=lambda p: int(p[1:])))
     return Bundle(
         name="fewrel",
         rows=rows,
-        class_splits=splits,
+        class_splits=all_splits["01"],
+        all_class_splits=all_splits,
+        default_split_id="01",
         description="Wikipedia sentences with a marked head and tail entity; predict their relation (16 relations).",
         language="en",
         task="relation classification",
         source="Han et al., EMNLP 2018 (FewRel 1.0, validation relations)",
         licence="MIT (thunlp/FewRel)",
-        split_note="Only FewRel's 16 validation relations are bundled; our own seeded split (seed 0): 8/3/5.",
+        split_note=(
+            "Only FewRel's 16 validation relations are bundled; our own seeded class splits 01-05 "
+            "(seeds 0-4), 8/3/5 relations each; split 01 (seed 0) by default."
+        ),
         provenance=f"""\
 ## Origin
 GitHub `thunlp/FewRel` at commit `278a2315d2138810a379cd8d5718914dc56e2582` (LICENSE: MIT, THUNLP 2018),
@@ -345,8 +335,11 @@ FewRel's 64 training relations (`train_wiki.json`) are NOT included; its test se
 ## What we did
 {FEWREL_MARKERS}- Label = the Wikidata property name from `pid2name.json` (e.g. `P26` -> `spouse`). Mapping:
 {mapping}
-- Class split: no published split exists for the 16 validation relations alone, so we made one: sort the
-  relation names, shuffle them with `random.Random(0)`, take 8 for train, 3 for val, 5 for test.
+- Class splits: no published split exists for the 16 validation relations alone, so we made five: sort the
+  relation names, shuffle them with `random.Random(seed)` for seed 0-4 (split ids 01-05), take 8 for train,
+  3 for val, 5 for test. Split 01 (seed 0) is the default and the only split bundled before; the others let
+  test episodes draw different relations. Meta-training sees 8 relations (11 counting the val relations),
+  not FewRel's 64 training relations.
 
 ## Cite
 Han et al., "FewRel: A Large-Scale Supervised Few-Shot Relation Classification Dataset with State-of-the-Art

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 from streamlit import config as streamlit_config
 
 from metanlp.dashboard.access import TOKEN_VARIABLE, is_loopback

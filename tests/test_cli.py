@@ -74,7 +74,7 @@ def test_user_errors_are_one_clear_line(arguments, message, capsys):
 def test_bench_passes_method_options_to_its_cells(tmp_path, capsys):
     runs, report = tmp_path / "runs", tmp_path / "results.md"
     arguments = ["bench", "--methods", "anil", "--datasets", "clinc150", "--shots", "1", "--episodes", "3",
-                 "--train-steps", "1", "--option", "anil.inner_steps=2", "--encoder", "scratch", "--device", "cpu",
+                 "--train-steps", "1", "--seeds", "1", "--option", "anil.inner_steps=2", "--encoder", "scratch", "--device", "cpu",
                  "--runs-dir", str(runs), "--report", str(report), "--section", "bench-anil", "--no-progress"]
     assert main(arguments) == 0
     from metanlp.runs import RunStore

@@ -64,8 +64,22 @@ def test_unknown_target_dataset_is_rejected(tiny_encoder):
         create_method("dann", tiny_encoder, {"target_dataset": "no_such_data"})
 
 
+def test_without_a_target_dataset_dann_says_which_option_it_needs(tiny_encoder):
+    with pytest.raises(OptionError, match="option 'target_dataset' is required"):
+        create_method("dann", tiny_encoder)
+
+
+def test_without_a_target_dataset_the_engine_reports_a_config_error():
+    from metanlp.engine import ConfigError, RunConfig, run_training
+
+    config = RunConfig(method="dann", dataset="fewrel", n_way=3, k_shot=1, n_query=1, train_steps=1,
+                       eval_episodes=1, encoder="scratch", encoder_options=TINY_ENCODER, device="cpu")
+    with pytest.raises(ConfigError, match="target_dataset"):
+        run_training(config)
+
+
 def test_target_labels_and_test_texts_are_never_used_for_training(tiny_encoder):
-    method = create_method("dann", tiny_encoder)
+    method = create_method("dann", tiny_encoder, {"target_dataset": "fewrel_pubmed"})
     target = load_dataset("fewrel_pubmed")
     test_texts = {example.text for example in examples_for_split(target, "test")}
     assert method.target_texts and not test_texts & set(method.target_texts)
@@ -84,7 +98,7 @@ def _train_dann(reversal: bool, steps: int) -> list[dict]:
     torch.manual_seed(0)
     encoder = build_encoder("scratch", **TINY_ENCODER)  # finetune "auto": trains fully, reversal reaches it
     method = create_method(
-        "dann", encoder, {"reversal": reversal, "schedule_steps": steps // 2, "target_pool": 200, "lr": 1e-3}
+        "dann", encoder, {"target_dataset": "fewrel_pubmed", "reversal": reversal, "schedule_steps": steps // 2, "target_pool": 200, "lr": 1e-3}
     )
     sampler = EpisodeSampler.from_examples(_source_examples(40), 5, 5, 1, seed=0)
     return [method.train_step(sampler.sample()) for _ in range(steps)]

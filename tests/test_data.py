@@ -126,6 +126,33 @@ def test_protaugment_split_ids_are_selectable(name):
         load_dataset(name, "09")
 
 
+FEWREL_SPLITS = ("01", "02", "03", "04", "05")
+
+
+def test_fewrel_has_seeded_class_splits_whose_test_relations_differ():
+    info = next(info for info in list_datasets() if info.name == "fewrel")
+    assert info.split_ids == FEWREL_SPLITS
+    test_sets = set()
+    for split_id in FEWREL_SPLITS:
+        dataset = load_dataset("fewrel", split_id)
+        check_dataset(dataset)  # disjoint train / val / test, every class present
+        splits = {split: set(dataset.class_splits[split]) for split in SPLITS}
+        assert [len(splits[split]) for split in SPLITS] == [8, 3, 5]
+        assert not (splits["train"] | splits["val"]) & splits["test"]
+        assert set().union(*splits.values()) == set(dataset.labels())
+        test_sets.add(frozenset(splits["test"]))
+    assert len(test_sets) == len(FEWREL_SPLITS)  # 5-way test episodes draw other relations per split
+
+
+def test_fewrel_default_split_is_the_one_bundled_before():
+    """Runs made before the splits existed (split_id None) keep their meaning."""
+    default = load_dataset("fewrel")
+    assert default.class_splits == load_dataset("fewrel", "01").class_splits
+    assert default.class_splits["test"] == [
+        "child", "follows", "main subject", "position played on team / speciality", "voice type"
+    ]
+
+
 def test_unknown_dataset_names_the_available_ones():
     with pytest.raises(DataError) as error:
         load_dataset("clinc")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from metanlp.bench import run_bench
 from metanlp.runs import RunStore
-from tests.test_bench import tiny_settings
+from tests.test_bench import FINETUNE_TITLE, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,14 @@ def test_renders_results_and_a_paired_comparison(runs_dir):
     app = leaderboard().run()
     assert not app.exception, [e.value for e in app.exception]
     table = app.dataframe[0].value
-    assert sorted(table["method"]) == ["Fine-tuning baseline [adapt_steps=5]", "Prototypical Networks"]
+    assert sorted(table["method"]) == [FINETUNE_TITLE, "Prototypical Networks"]
+    rows = table.set_index("method")
+    # ProtoNet meta-trains the scratch encoder; fine-tuning on a frozen encoder has nothing to meta-learn.
+    assert rows.loc["Prototypical Networks", "meta-learned params"] > 1000
+    assert rows.loc["Prototypical Networks", "meta-training"] == "meta-trained"
+    assert rows.loc[FINETUNE_TITLE, "meta-learned params"] == 0
+    assert rows.loc[FINETUNE_TITLE, "meta-training"] == "no meta-training in this configuration"
+    assert pd.notna(rows.loc[FINETUNE_TITLE, "vs ProtoNet (points)"])
     assert len(app.get("plotly_chart")) == 1
     assert any("shared episodes" in markdown.value for markdown in app.markdown)
     app.multiselect[1].set_value([5]).run()  # no 5-shot results: a clear message, no crash
@@ -60,7 +68,7 @@ def test_results_of_different_settings_are_never_mixed(runs_dir):
     assert not app.exception, [e.value for e in app.exception]
     setting = app.selectbox[0]
     assert setting.value.startswith("6 episodes") and len(setting.options) == 2
-    assert sorted(app.dataframe[0].value["method"]) == ["Fine-tuning baseline [adapt_steps=5]", "Prototypical Networks"]
+    assert sorted(app.dataframe[0].value["method"]) == [FINETUNE_TITLE, "Prototypical Networks"]
     setting.set_value(setting.options[1]).run()
     assert not app.exception
     table = app.dataframe[0].value

@@ -32,12 +32,7 @@ METHODS = method_names()
 #: Real bugs the conformance checks found, kept visible until fixed:
 #: (method, encoder setting or "*", check) → what is wrong. ``strict``: the test fails as soon as the
 #: bug is fixed, so the entry cannot outlive it.
-KNOWN_BUGS = {
-    ("dann", "*", "check_meta_learned_parameters_are_declared_honestly"): (
-        "label_head and domain_classifier serve training only: "
-        "declare them in prediction_invariant_parameters"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
 
 
 def conformance_cases() -> list:

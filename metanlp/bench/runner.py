@@ -1,4 +1,8 @@
-"""Run a bench: each cell is a stored run; finished cells are reused, never recomputed."""
+"""Run a bench: each cell is a stored run; finished cells are reused, never recomputed.
+
+A method that did not meta-train in its first seed's cell (nothing to meta-learn, or no steps)
+has no training variance to measure, so its other seeds are not run.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metanlp.bench.memory import PeakMemory
-from metanlp.bench.plan import BenchSettings, bench_configs, cell_name
+from metanlp.bench.plan import BenchSettings, bench_configs, cell_name, seed_group_key
 from metanlp.data.episodes import save_episodes
 from metanlp.device import describe_device, resolve_device
 from metanlp.engine import EncoderPool, RunConfig
@@ -25,6 +29,7 @@ class BenchReport:
     computed: list[str] = field(default_factory=list)  # run ids trained and evaluated now
     reused: list[str] = field(default_factory=list)  # run ids found finished in the store
     failed: list[tuple[RunConfig, str]] = field(default_factory=list)
+    single_run: list[str] = field(default_factory=list)  # cell names of seeds skipped: nothing was meta-trained
     seconds: float = 0.0
     embedding_seconds: dict[str, float] = field(default_factory=dict)  # 'encoder:episode file' → seconds
 
@@ -54,11 +59,43 @@ def pre_embed(pool: EncoderPool, config: RunConfig) -> float:
     return pool.warm(config.encoder, config.encoder_options, texts, resolve_device(config.device))
 
 
+def finished_cells(store: RunStore) -> dict[str, str]:
+    """Cell name → id of its newest finished run (read once: a full bench has hundreds of cells)."""
+    finished: dict[str, str] = {}
+    for record in store.list_runs(statuses=("done",)):  # newest first
+        if record.evaluation:
+            finished.setdefault(record.name, record.id)
+    return finished
+
+
 def finished_cell(store: RunStore, name: str) -> str | None:
-    for record in store.list_runs(statuses=("done",)):
-        if record.name == name and record.evaluation:
-            return record.id
-    return None
+    return finished_cells(store).get(name)
+
+
+def run_cell(
+    store: RunStore, pool: EncoderPool, config: RunConfig, name: str, settings: BenchSettings, report: BenchReport
+) -> tuple[str, str]:
+    """Train and evaluate one cell; its evaluation gains time, memory, device and budget. → (run id, status)."""
+    config.episodes_file = str(ensure_episodes(store, config))
+    task_key = f"{config.encoder}:{config.episodes_file}"
+    if task_key not in report.embedding_seconds:
+        report.embedding_seconds[task_key] = pre_embed(pool, config)
+    run_id = store.create_run(config, name, claimed_by=os.getpid())
+    with PeakMemory() as peak:
+        status = execute_run(store, run_id, encoder_pool=pool)
+    record = store.get_run(run_id)
+    if status != "done" or not record.evaluation:
+        return run_id, status if status != "done" else "failed"
+    evaluation = dict(record.evaluation)
+    evaluation.update(
+        train_seconds=max(0.0, (record.duration() or 0.0) - evaluation.get("seconds", 0.0)),
+        peak_memory_mb=peak.cuda_mb if peak.cuda_mb else peak.rss_mb,
+        memory_kind="CUDA peak allocated" if peak.cuda_mb else "process peak RSS",
+        device=describe_device(resolve_device(config.device)),
+        train_budget="fixed" if settings.train_steps is not None else "recommended",
+    )
+    store.set_evaluation(run_id, evaluation)
+    return run_id, "done"
 
 
 def run_bench(
@@ -76,34 +113,26 @@ def run_bench(
     pool = encoder_pool or EncoderPool()
     report = BenchReport()
     configs = bench_configs(settings)
+    not_meta_trained: set[str] = set()  # seed groups whose first seed did not meta-train
+    finished_before = finished_cells(store)
     for index, config in enumerate(configs):
-        name = cell_name(config)
-        existing = finished_cell(store, name)
-        if existing is not None:
-            report.reused.append(existing)
-            if on_progress:
-                on_progress(index + 1, len(configs), config, "reused")
-            continue
-        config.episodes_file = str(ensure_episodes(store, config))
-        task_key = f"{config.encoder}:{config.episodes_file}"
-        if task_key not in report.embedding_seconds:
-            report.embedding_seconds[task_key] = pre_embed(pool, config)
-        run_id = store.create_run(config, name, claimed_by=os.getpid())
-        with PeakMemory() as peak:
-            status = execute_run(store, run_id, encoder_pool=pool)
-        record = store.get_run(run_id)
-        if status == "done" and record.evaluation:
-            evaluation = dict(record.evaluation)
-            evaluation.update(
-                train_seconds=max(0.0, (record.duration() or 0.0) - evaluation.get("seconds", 0.0)),
-                peak_memory_mb=peak.cuda_mb if peak.cuda_mb else peak.rss_mb,
-                memory_kind="CUDA peak allocated" if peak.cuda_mb else "process peak RSS",
-                device=describe_device(resolve_device(config.device)),
-            )
-            store.set_evaluation(run_id, evaluation)
-            report.computed.append(run_id)
+        name, group = cell_name(config), seed_group_key(config)
+        finished = None
+        if group in not_meta_trained:
+            report.single_run.append(name)
+            status = "one run: not meta-trained"
+        elif (finished := finished_before.get(name)) is not None:
+            report.reused.append(finished)
+            status = "reused"
         else:
-            report.failed.append((config, record.error or status))
+            run_id, status = run_cell(store, pool, config, name, settings, report)
+            if status == "done":
+                report.computed.append(run_id)
+                finished = run_id
+            else:
+                report.failed.append((config, store.get_run(run_id).error or status))
+        if finished is not None and not store.get_run(finished).evaluation.get("meta_trained", True):
+            not_meta_trained.add(group)
         if on_progress:
             on_progress(index + 1, len(configs), config, status)
     report.seconds = time.perf_counter() - started

@@ -10,9 +10,17 @@ from metanlp.evaluation import PairedComparison
 TABLE_COLUMNS = {
     "title": "method",
     "dataset": "dataset",
+    "split": "class split",
     "k_shot": "K-shot",
     "accuracy": "accuracy %",
     "ci95": "± 95% CI",
+    "meta_learned_parameters": "meta-learned params",
+    "meta_training": "meta-training",
+    "seeds": "seeds",
+    "seed_sd": "seed sd",
+    "seed_range": "seed range %",
+    "vs_reference": "vs ProtoNet (points)",
+    "vs_reference_ci95": "± paired 95% CI",
     "train_seconds": "train s",
     "episodes_per_second": "episodes/s",
     "peak_memory_mb": "peak MB",
@@ -33,16 +41,26 @@ def filter_results(frame: pd.DataFrame, datasets: list[str], shots: list[int]) -
     return frame[keep].reset_index(drop=True)
 
 
+def seed_range(row: pd.Series) -> str:
+    """'71.2–73.0' across training seeds; '' with one seed or none."""
+    if row["seeds"] < 2:
+        return ""
+    return f"{row['seed_min']:.1f}–{row['seed_max']:.1f}"
+
+
 def leaderboard_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Display columns, rounded, best first within each task."""
-    table = frame.sort_values(["dataset", "k_shot", "accuracy"], ascending=[True, True, False])
+    """Display columns, rounded, best first within each task (dataset, class split, shot)."""
+    table = frame.sort_values(["dataset", "split", "k_shot", "accuracy"], ascending=[True, True, True, False]).copy()
+    table["seed_range"] = table.apply(seed_range, axis=1) if len(table) else ""
+    table["meta_learned_parameters"] = table["meta_learned_parameters"].astype("Int64")
     return table[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round(2)
 
 
 def accuracy_bars(frame: pd.DataFrame) -> go.Figure:
     """Grouped bars (one group per dataset and shot) with 95% CI whiskers."""
     figure = go.Figure()
-    tasks = frame["dataset"] + " · " + frame["k_shot"].astype(str) + "-shot"
+    splits = frame["split"].map(lambda split: "" if split == "default" else f" · split {split}")
+    tasks = frame["dataset"] + splits + " · " + frame["k_shot"].astype(str) + "-shot"
     for title in sorted(frame["title"].unique()):
         rows = frame["title"] == title
         figure.add_bar(
@@ -68,4 +86,4 @@ def paired_sentence(name_a: str, name_b: str, comparison: PairedComparison) -> s
         else "No significant difference: the interval includes 0."
     )
     return (f"{name_a} − {name_b}: {difference:+.2f} points (95% CI {low:+.2f} to {high:+.2f}) over "
-            f"{comparison.episodes} shared episodes. {verdict}")
+            f"{comparison.episodes} shared episodes (each averaged over the method's training seeds). {verdict}")

@@ -275,6 +275,14 @@ def _bundled_info(name: str) -> DatasetInfo:
     )
 
 
+def dataset_split_ids(name: str) -> tuple[str, ...]:
+    """The selectable class-split ids of a dataset, e.g. ("01", ..., "05"); () when it has one split."""
+    if name in _REGISTERED or name not in _bundled_names():
+        load_dataset(name)  # raises DataError naming the available datasets
+        return ()
+    return tuple(_bundled_metadata(name)["split_ids"])
+
+
 def list_datasets() -> list[DatasetInfo]:
     """One summary per available dataset; bundled ones come from metadata.json without decompressing."""
     return [

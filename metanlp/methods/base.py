@@ -115,6 +115,9 @@ class Method(nn.Module, ABC):
     #: Meta-training steps this method needs on its defaults; the bench uses it unless
     #: ``--train-steps`` is given (steps on cached features cost milliseconds).
     recommended_train_steps: ClassVar[int] = 200
+    #: Options that make a working example of the method where its defaults cannot (e.g. DANN's
+    #: explicit target domain); tests and the Live adaptation page build it with these.
+    example_options: ClassVar[dict] = {}
     #: The encoder a method is built for when it is not free to use any ("scratch": MLM
     #: pretraining, or a small student); the bench and the Train page default to it.
     preferred_encoder: ClassVar[str | None] = None

@@ -7,13 +7,16 @@ layer, so the same backward pass that improves G_d pushes G_f towards features G
 cannot separate: features that carry the labels but not the domain.
 
 The target dataset's labels are never used for training; only the texts of its training
-and validation classes are, so its test classes stay unseen until evaluation.
+and validation classes are, so its test classes stay unseen until evaluation. There is no
+default target: adapting intents or headlines towards some unrelated domain would be noise,
+so ``target_dataset`` must be given (the bench gives it only where a dataset declares one).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -64,7 +67,7 @@ def unlabelled_target_texts(dataset_name: str, max_texts: int, seed: int) -> lis
 
 @dataclass
 class DANNOptions(EncoderOptions):
-    target_dataset: str = "fewrel_pubmed"
+    target_dataset: str = ""  # required: the unlabelled target domain, e.g. "fewrel_pubmed" for FewRel
     reversal: bool = True  # False: G_d only watches (detached features) — the no-adaptation baseline
     max_lambda: float = 1.0  # λ, the weight of the reversed domain gradient, at the end of the schedule
     lambda_schedule: bool = True  # λ_p = 2/(1+exp(-10p)) - 1 over schedule_steps; else constant
@@ -80,7 +83,7 @@ class DANNOptions(EncoderOptions):
 
     def validate(self) -> None:
         super().validate()
-        if self.target_dataset not in available_names():
+        if self.target_dataset and self.target_dataset not in available_names():
             raise OptionError(
                 f"option 'target_dataset' names unknown dataset {self.target_dataset!r}; "
                 f"available: {', '.join(available_names())}"
@@ -123,8 +126,15 @@ class DANN(Method):
         paper_url="https://arxiv.org/abs/1505.07818",
     )
     Options = DANNOptions
+    #: Options that make a working example (tests build every method with these on top of defaults).
+    example_options: ClassVar[dict] = {"target_dataset": "fewrel_pubmed"}
 
     def __init__(self, encoder: Encoder, options: DANNOptions) -> None:
+        if not options.target_dataset:
+            raise OptionError(
+                "option 'target_dataset' is required for dann: name the dataset whose unlabelled text is the "
+                f"target domain (e.g. target_dataset=fewrel_pubmed for fewrel); available: {', '.join(available_names())}"
+            )
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
         self.feature_layer = ResidualAdapter(encoder.hidden_size, options.adapter_size)  # top of G_f
@@ -138,6 +148,11 @@ class DANN(Method):
         self.source_classes = BaseClassIndex(options.max_base_classes)
         self.target_texts = unlabelled_target_texts(options.target_dataset, options.target_pool, options.seed)
         self._rng = random.Random(options.seed)
+
+    def prediction_invariant_parameters(self) -> list[nn.Parameter]:
+        # G_y scores meta-train classes and G_d domains: both shape the features during training,
+        # but a new task is classified by prototypes of G_f(x) alone.
+        return [*self.label_head.parameters(), *self.domain_classifier.parameters()]
 
     def domain_invariant_features(self, texts: list[str]) -> torch.Tensor:
         """G_f(x), (len(texts), encoder hidden size)."""
