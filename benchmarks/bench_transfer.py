@@ -33,6 +33,7 @@ from metanlp.data.episodes import EpisodeSampler  # noqa: E402
 from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
 from metanlp.data.types import Episode, Example  # noqa: E402
 from metanlp.encoders import Encoder, build_encoder  # noqa: E402
+from metanlp.engine.auxiliary import build_method  # noqa: E402
 from metanlp.evaluation import evaluate, mean_and_ci95  # noqa: E402
 from metanlp.methods import Method, create_method, default_options  # noqa: E402
 
@@ -128,7 +129,7 @@ def bench_dann(encoder: Encoder, args: argparse.Namespace) -> dict:
                 "lr": args.dann_lr,
                 "seed": seed,
             }
-            method = create_method("dann", encoder, options)
+            method = build_method("dann", encoder, options)
             sampler = EpisodeSampler.from_examples(source, 5, 5, args.n_query, seed=seed, split="train")
             history = train(method, sampler, args.dann_steps)
             if seed == 0:
@@ -193,7 +194,7 @@ def bench_distillation(args: argparse.Namespace) -> dict:
         for label, alpha in (("student alone", 1.0), ("distilled student", args.alpha)):
             torch.manual_seed(seed)
             student = build_encoder("scratch", **student_config)
-            method = create_method("distillation", student, {**options, "alpha": alpha, "seed": seed})
+            method = build_method("distillation", student, {**options, "alpha": alpha, "seed": seed})
             train_started = time.perf_counter()
             for _ in range(args.distill_steps):
                 method.train_step(training)
@@ -257,7 +258,7 @@ def bench_multitask(encoder: Encoder, args: argparse.Namespace) -> dict:
                 "sampling": "temperature",
                 "seed": seed,
             }
-            method = create_method("multitask", encoder, options)
+            method = build_method("multitask", encoder, options)
             sampler = EpisodeSampler.from_examples(target, 5, 5, args.n_query, seed=seed, split="train")
             history = train(method, sampler, args.multitask_steps)
             if seed == 0:

@@ -13,6 +13,7 @@ from torch import nn
 from metanlp.data.episodes import EpisodeSampler
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.encoders import build_encoder
+from metanlp.engine.auxiliary import build_method
 from metanlp.methods import create_method
 from metanlp.methods._gradient_reversal import dann_lambda, reverse_gradient
 from metanlp.methods.options import OptionError
@@ -60,8 +61,8 @@ def test_lambda_schedule_rises_from_zero_towards_one():
 
 
 def test_unknown_target_dataset_is_rejected(tiny_encoder):
-    with pytest.raises(OptionError, match="target_dataset"):
-        create_method("dann", tiny_encoder, {"target_dataset": "no_such_data"})
+    with pytest.raises(OptionError, match="option 'target_dataset' names unknown dataset 'no_such_data'"):
+        build_method("dann", tiny_encoder, {"target_dataset": "no_such_data"})
 
 
 def test_without_a_target_dataset_dann_says_which_option_it_needs(tiny_encoder):
@@ -79,10 +80,12 @@ def test_without_a_target_dataset_the_engine_reports_a_config_error():
 
 
 def test_target_labels_and_test_texts_are_never_used_for_training(tiny_encoder):
-    method = create_method("dann", tiny_encoder, {"target_dataset": "fewrel_pubmed"})
+    method = build_method("dann", tiny_encoder, {"target_dataset": "fewrel_pubmed"})
     target = load_dataset("fewrel_pubmed")
     test_texts = {example.text for example in examples_for_split(target, "test")}
-    assert method.target_texts and not test_texts & set(method.target_texts)
+    unlabelled = {example.text for split in ("train", "val") for example in examples_for_split(target, split)}
+    assert len(unlabelled) < method.options.target_pool  # so every one of them is in the pool
+    assert set(method.target_texts) == unlabelled and not test_texts & unlabelled
 
 
 def _source_examples(per_class: int) -> list:
@@ -97,7 +100,7 @@ def _source_examples(per_class: int) -> list:
 def _train_dann(reversal: bool, steps: int) -> list[dict]:
     torch.manual_seed(0)
     encoder = build_encoder("scratch", **TINY_ENCODER)  # finetune "auto": trains fully, reversal reaches it
-    method = create_method(
+    method = build_method(
         "dann", encoder, {"target_dataset": "fewrel_pubmed", "reversal": reversal, "schedule_steps": steps // 2, "target_pool": 200, "lr": 1e-3}
     )
     sampler = EpisodeSampler.from_examples(_source_examples(40), 5, 5, 1, seed=0)

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode
 from metanlp.encoders import build_encoder
+from metanlp.engine.auxiliary import build_method
 from metanlp.methods import create_method
 from metanlp.methods.distillation import distillation_loss, frozen_teacher
 from tests.conftest import TINY_ENCODER
@@ -84,7 +85,7 @@ def test_distilled_student_beats_the_same_student_trained_alone():
     accuracies = {}
     for name, alpha in (("alone", 1.0), ("distilled", 0.5)):
         torch.manual_seed(0)
-        method = create_method("distillation", build_encoder("scratch", **TINY_ENCODER), {**options, "alpha": alpha})
+        method = build_method("distillation", build_encoder("scratch", **TINY_ENCODER), {**options, "alpha": alpha})
         for _ in range(60):
             metrics = method.train_step(training)
         assert ("distill_loss" in metrics) == (alpha < 1.0)

@@ -94,11 +94,12 @@ def test_card_and_options(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_contract(name, tiny_encoder, clinc_episodes, tmp_path):
     """Form on real text: metrics, inner-step reports, shapes, and a save/load round trip."""
+    from metanlp.engine.auxiliary import build_method
     from metanlp.engine.checkpoint import load_method, save_method
 
     torch.manual_seed(0)
     example = getattr(get_method_class(name), "example_options", {})
-    method = create_method(name, tiny_encoder, {**example, **expectations_of(name).options}).to("cpu")
+    method = build_method(name, tiny_encoder, {**example, **expectations_of(name).options}).to("cpu")
     for episode in clinc_episodes[:2]:
         metrics = method.train_step(episode)
         for key in REQUIRED_METRICS:

@@ -11,8 +11,10 @@ import torch
 
 from metanlp.data.episodes import EpisodeSampler
 from metanlp.data.registry import examples_for_split, load_dataset
+from metanlp.engine.auxiliary import build_method, split_dataset_name
 from metanlp.methods import create_method
-from metanlp.methods.multitask import parse_task_names, split_task_name, task_sampling_probabilities
+from metanlp.methods.base import parse_dataset_names
+from metanlp.methods.multitask import task_sampling_probabilities
 from metanlp.methods.options import OptionError
 
 
@@ -41,15 +43,17 @@ def test_bad_sampling_inputs_are_rejected():
 
 
 def test_task_names_are_parsed_and_checked(tiny_encoder):
-    assert parse_task_names(" agnews, sst2,agnews ,") == ["agnews", "sst2"]
-    with pytest.raises(OptionError, match="no_such_data"):
-        create_method("multitask", tiny_encoder, {"tasks": "agnews,no_such_data"})
+    assert parse_dataset_names(" agnews, sst2,agnews ,") == ["agnews", "sst2"]
+    with pytest.raises(OptionError, match="option 'tasks' names unknown dataset 'no_such_data'"):
+        build_method("multitask", tiny_encoder, {"tasks": "agnews,no_such_data"})
+    with pytest.raises(OptionError, match="option 'tasks' names class split '99'"):
+        build_method("multitask", tiny_encoder, {"tasks": "banking77:99"})
 
 
 def test_a_task_can_name_its_class_split(tiny_encoder):
     """A target run on banking77 split 02 must not get an auxiliary head on split 01's classes."""
-    assert split_task_name("banking77:02") == ("banking77", "02") and split_task_name("sst2") == ("sst2", None)
-    method = create_method("multitask", tiny_encoder, {"tasks": "banking77:02", "examples_per_task": 20})
+    assert split_dataset_name("banking77:02") == ("banking77", "02") and split_dataset_name("sst2") == ("sst2", None)
+    method = build_method("multitask", tiny_encoder, {"tasks": "banking77:02", "examples_per_task": 20})
     expected = load_dataset("banking77", "02").class_splits["train"]
     assert method.tasks[0].classes == expected != load_dataset("banking77").class_splits["train"]
     assert set(method.task_heads) == {"banking77_02"}
@@ -64,7 +68,7 @@ def _within_binomial_tolerance(counts: Counter, probabilities: list[float], draw
 
 @pytest.mark.parametrize(("mode", "temperature"), [("proportional", 1.0), ("temperature", 3.0)])
 def test_observed_task_draws_match_the_sampling_probabilities(tiny_encoder, mode, temperature):
-    method = create_method(
+    method = build_method(
         "multitask", tiny_encoder, {"sampling": mode, "temperature": temperature, "examples_per_task": 50}
     )
     sizes = [task.size for task in method.tasks]
@@ -82,7 +86,7 @@ def test_every_head_learns_and_train_steps_draw_tasks_as_sampled(tiny_encoder, c
     Trial runs (seeds 0-2): target 1.5 → 0.0, banking77 3.1 → 0.3-0.4, agnews 1.3 → 0.0.
     """
     torch.manual_seed(0)
-    method = create_method(
+    method = build_method(
         "multitask",
         tiny_encoder,
         {"tasks": "banking77,agnews", "sampling": "temperature", "temperature": 3.0, "examples_per_task": 96},

@@ -19,6 +19,7 @@ from metanlp.data.feasibility import EpisodeSettingsError, check_split_feasible
 from metanlp.data.registry import examples_for_split
 from metanlp.data.types import TextDataset
 from metanlp.device import resolve_device
+from metanlp.engine.auxiliary import check_auxiliary_names
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError, build_options
 from metanlp.methods.registry import get_method_class
@@ -170,7 +171,8 @@ def validate_run_form(values: dict[str, Any], dataset: TextDataset | None) -> Fo
         result.errors[GENERAL] = str(error)
         return result
     try:
-        build_options(get_method_class(config.method).Options, config.method_options)
+        method_class = get_method_class(config.method)
+        check_auxiliary_names(method_class, build_options(method_class.Options, config.method_options))
     except OptionError as error:
         result.errors[option_error_field(str(error))] = str(error)
     try:

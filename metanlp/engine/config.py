@@ -38,6 +38,8 @@ class RunConfig:
     episodes_file: str | None = None  # fixed evaluation episodes (overrides eval_episodes)
     encoder: str = "minilm"
     encoder_options: dict = field(default_factory=dict)
+    # The method's options; those naming datasets it trains on besides its episodes (DANN's target_dataset,
+    # multitask's tasks, distillation's unlabelled_dataset) are loaded by the engine (engine/auxiliary.py).
     method_options: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"

@@ -26,11 +26,13 @@ from pathlib import Path
 import torch
 
 from metanlp.data.episodes import EpisodeSampler, load_episodes
+from metanlp.data.feasibility import check_split_feasible
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode, TextDataset
 from metanlp.device import precision_context, resolve_device
 from metanlp.encoders import Encoder, build_encoder
 from metanlp.encoders.cache import share_cache, shared_cache
+from metanlp.engine.auxiliary import check_auxiliary_names, supply_auxiliary_data
 from metanlp.engine.config import NO_META_TRAINING, ConfigError, RunConfig
 from metanlp.engine.loop import attention_snapshot, seed_everything, train_loop
 from metanlp.evaluation import EvaluationResult, evaluate
@@ -71,15 +73,22 @@ class RunResult:
 
 
 def load_run_dataset(config: RunConfig) -> tuple[TextDataset, list[str]]:
-    """The dataset a config names (built-in, or the user's file); returns (dataset, warnings)."""
+    """The dataset a config names (built-in, or the user's file); returns (dataset, warnings).
+
+    A user's file is split for the config's episodes (N, K, queries): a small file then shares its
+    classes and splits their examples when it has too few classes for disjoint N-way splits.
+    """
     if config.dataset == "user":
         from metanlp.data.user_data import load_user_dataset
 
-        return load_user_dataset(Path(config.data_file), **config.data_options)
+        shape = {"n_way": config.n_way, "k_shot": config.k_shot, "n_query": config.n_query}
+        return load_user_dataset(Path(config.data_file), **{**config.data_options, **shape})
     return load_dataset(config.dataset, config.split_id), []
 
 
 def make_sampler(dataset: TextDataset, split: str, config: RunConfig, seed: int) -> EpisodeSampler:
+    """The seeded sampler of ``split``; raises the form's ``EpisodeSettingsError`` when it cannot serve the config."""
+    check_split_feasible(dataset, split, config.n_way, config.k_shot, config.n_query)
     return EpisodeSampler.from_examples(
         examples_for_split(dataset, split), config.n_way, config.k_shot, config.n_query, seed=seed, split=split
     )
@@ -168,11 +177,15 @@ def run_training(
     encoder = (encoder_pool or _DEFAULT_POOL).get(config.encoder, config.encoder_options, config.seed)
     seed_everything(config.seed)
     try:
-        method = create_method(config.method, encoder, config.method_options).to(device)
+        method = create_method(config.method, encoder, config.method_options)
+        check_auxiliary_names(type(method), method.options)
+        steps = config.train_steps if method.learns_across_tasks else 0
+        if steps:  # what it trains on besides episodes (e.g. DANN's target text); adapting never needs it
+            supply_auxiliary_data(method)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    method.to(device)
     meta_learned = method.meta_learned_parameter_count()
-    steps = config.train_steps if method.learns_across_tasks else 0
     if config.train_steps and not steps:
         emit({
             "event": "no_meta_training",

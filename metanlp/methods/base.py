@@ -9,17 +9,17 @@ and never imports Streamlit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metanlp.data.types import Episode
+from metanlp.data.types import Episode, Example
 from metanlp.encoders import Encoder
-from metanlp.encoders.cache import shared_cache
+from metanlp.encoders.cache import shared_cache, unchanged_weights_cache
 from metanlp.methods.options import check_choice, check_range
 
 Metrics = dict[str, float]
@@ -73,6 +73,39 @@ def trainable_layer_count(finetune: str, top_k: int) -> int | None:
     return {"frozen": 0, "top": top_k, "full": None}[finetune]
 
 
+def parse_dataset_names(text: str) -> list[str]:
+    """Comma-separated dataset names, duplicates dropped: "a, b:03,a" → ["a", "b:03"] ("b:03": class split 03)."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """Data a method trains on besides its episodes, named by one of its options.
+
+    The option holds dataset names (``parse_dataset_names``); the engine loads each and hands
+    ``Method.receive_data`` the examples of ``splits``. Methods never load data themselves, so a
+    method rebuilt from a checkpoint (which adapts and predicts without this data) reads no dataset.
+    """
+
+    option: str  # e.g. "target_dataset"
+    splits: tuple[str, ...] = ("train",)  # whose examples the method may use
+
+    def dataset_names(self, options: Any) -> list[str]:
+        return parse_dataset_names(str(getattr(options, self.option)))
+
+
+@dataclass(frozen=True)
+class AuxiliaryDataset:
+    """One requested dataset as a method receives it: the examples of the requested splits only."""
+
+    name: str  # as the option names it, e.g. "banking77:03"
+    examples: list[Example]
+    classes: list[str]  # the classes of the requested splits, in the dataset's order
+
+
+AuxiliaryData = Mapping[str, list[AuxiliaryDataset]]  # option name → its datasets, in the option's order
+
+
 class TaskModel(ABC):
     """A model adapted to one task; classes are the task's 0..N-1."""
 
@@ -83,13 +116,6 @@ class TaskModel(ABC):
     def predict_proba(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad():
             return torch.softmax(self.predict_logits(texts).float(), dim=-1)
-
-
-@dataclass
-class InnerLoopLog:
-    """Per-inner-step metrics collected during adaptation (also streamed by callback)."""
-
-    steps: list[Metrics] = field(default_factory=list)
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -121,6 +147,9 @@ class Method(nn.Module, ABC):
     #: The encoder a method is built for when it is not free to use any ("scratch": MLM
     #: pretraining, or a small student); the bench and the Train page default to it.
     preferred_encoder: ClassVar[str | None] = None
+    #: Data the method trains on besides its episodes (e.g. DANN's unlabelled target text); the
+    #: engine loads it and calls ``receive_data`` before training.
+    auxiliary_data: ClassVar[tuple[DataRequest, ...]] = ()
 
     def __init__(self, encoder: Encoder, options: Any) -> None:
         super().__init__()
@@ -140,9 +169,13 @@ class Method(nn.Module, ABC):
         return mode
 
     def features(self, texts: list[str]) -> torch.Tensor:
-        """Sentence embeddings; memoised while the encoder is frozen (the fast path)."""
+        """Sentence embeddings; memoised while the encoder is frozen (the fast path), and during an
+        evaluation (``memoise_while_unchanged``) while a trainable encoder in eval mode keeps its weights."""
         if self.encoder.is_frozen():
             return shared_cache(self.encoder).embed(texts)
+        evaluation_cache = unchanged_weights_cache(self.encoder)
+        if evaluation_cache is not None and not self.encoder.training:
+            return evaluation_cache.embed(texts)
         shared_cache(self.encoder).clear()  # weights may change from here on
         return self.encoder.embed(texts)
 
@@ -199,6 +232,9 @@ class Method(nn.Module, ABC):
             logits = task_model.predict_logits(episode.query_texts).float()
             loss, accuracy = classification_metrics(logits, label_tensor(episode.query_labels, logits.device))
         return {"query_loss": loss.item(), "query_accuracy": accuracy}
+
+    def receive_data(self, data: AuxiliaryData) -> None:
+        """Take what ``auxiliary_data`` asked for, keyed by option name; called once, before training."""
 
     def extra_state_config(self) -> dict:
         """JSON-serialisable facts needed to rebuild this method (besides options)."""

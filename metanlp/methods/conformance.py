@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from metanlp.data.types import Episode
+from metanlp.data.types import Episode, Example
 from metanlp.encoders import build_encoder
-from metanlp.methods.base import Method
+from metanlp.methods.base import AuxiliaryDataset, Method
 from metanlp.methods.options import build_options
 
 TINY_ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "feedforward_size": 64, "max_length": 24}
@@ -181,7 +181,26 @@ class Subject:
         if self.encoder == "frozen":
             encoder.normalize = True  # unit-length embeddings, like MiniLM's
         options = build_options(self.method_class.Options, self.method_options(**overrides))
-        return self.method_class(encoder, options).to("cpu")
+        method = self.method_class(encoder, options)
+        method.receive_data(stand_in_auxiliary_data(self.method_class, options))
+        return method.to("cpu")
+
+
+def stand_in_auxiliary_data(method_class: type[Method], options) -> dict[str, list[AuxiliaryDataset]]:
+    """Synthetic stand-ins for the datasets a method's options name, so the checks read no dataset:
+    each gets 8 sentences of every meta-training topic, labelled by topic."""
+    rng = random.Random(3)
+    return {
+        request.option: [
+            AuxiliaryDataset(
+                name,
+                [Example(text, topic) for topic in TRAINING_TOPICS for text in topic_sentences(topic, 8, rng)],
+                list(TRAINING_TOPICS),
+            )
+            for name in request.dataset_names(options)
+        ]
+        for request in method_class.auxiliary_data
+    }
 
 
 def encoder_settings(method_class: type[Method]) -> list[str]:

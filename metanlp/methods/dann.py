@@ -9,7 +9,9 @@ cannot separate: features that carry the labels but not the domain.
 The target dataset's labels are never used for training; only the texts of its training
 and validation classes are, so its test classes stay unseen until evaluation. There is no
 default target: adapting intents or headlines towards some unrelated domain would be noise,
-so ``target_dataset`` must be given (the bench gives it only where a dataset declares one).
+so ``target_dataset`` must be given (the bench gives it only where a dataset declares one). The
+method never loads it: the engine hands its texts to ``receive_data`` (``auxiliary_data`` declares
+the option), and adapting or predicting never needs them.
 """
 
 from __future__ import annotations
@@ -22,25 +24,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metanlp.data.registry import available_names, examples_for_split, load_dataset
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._gradient_reversal import (
-    BaseClassIndex,
-    ResidualAdapter,
-    adapt_with_prototypes,
-    dann_lambda,
-    reverse_gradient,
-    seen_class_logits,
-)
+from metanlp.methods._base_classes import BaseClassIndex, base_class_step
+from metanlp.methods._gradient_reversal import dann_lambda, reverse_gradient
+from metanlp.methods._transfer import ResidualAdapter, adapt_with_prototypes, data_not_received, text_pool
 from metanlp.methods.base import (
+    AuxiliaryData,
+    DataRequest,
     EncoderOptions,
     InnerStepCallback,
     Method,
     MethodCard,
     Metrics,
     TaskModel,
-    classification_metrics,
 )
 from metanlp.methods.options import OptionError, check_choice, check_range
 from metanlp.methods.protonet import DISTANCES
@@ -48,21 +45,6 @@ from metanlp.methods.registry import register_method
 
 #: Splits whose texts (never labels) serve as unlabelled target-domain data.
 UNLABELLED_TARGET_SPLITS = ("train", "val")
-
-
-def unlabelled_target_texts(dataset_name: str, max_texts: int, seed: int) -> list[str]:
-    """Distinct texts of the target's train and val classes (a seeded subset), labels dropped."""
-    dataset = load_dataset(dataset_name)
-    texts = list(
-        dict.fromkeys(
-            example.text for split in UNLABELLED_TARGET_SPLITS for example in examples_for_split(dataset, split)
-        )
-    )
-    if not texts:
-        raise OptionError(f"target_dataset {dataset_name!r} has no train or val text to adapt to")
-    if len(texts) > max_texts:
-        texts = random.Random(seed).sample(texts, max_texts)
-    return texts
 
 
 @dataclass
@@ -83,11 +65,6 @@ class DANNOptions(EncoderOptions):
 
     def validate(self) -> None:
         super().validate()
-        if self.target_dataset and self.target_dataset not in available_names():
-            raise OptionError(
-                f"option 'target_dataset' names unknown dataset {self.target_dataset!r}; "
-                f"available: {', '.join(available_names())}"
-            )
         check_range("max_lambda", self.max_lambda, 0.0, 100.0)
         check_range("schedule_steps", self.schedule_steps, 1, 10_000_000)
         check_range("adapter_size", self.adapter_size, 1, 8192)
@@ -128,12 +105,15 @@ class DANN(Method):
     Options = DANNOptions
     #: Options that make a working example (tests build every method with these on top of defaults).
     example_options: ClassVar[dict] = {"target_dataset": "fewrel_pubmed"}
+    auxiliary_data: ClassVar[tuple[DataRequest, ...]] = (
+        DataRequest("target_dataset", splits=UNLABELLED_TARGET_SPLITS),
+    )
 
     def __init__(self, encoder: Encoder, options: DANNOptions) -> None:
         if not options.target_dataset:
             raise OptionError(
                 "option 'target_dataset' is required for dann: name the dataset whose unlabelled text is the "
-                f"target domain (e.g. target_dataset=fewrel_pubmed for fewrel); available: {', '.join(available_names())}"
+                "target domain (e.g. target_dataset=fewrel_pubmed for fewrel)"
             )
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
@@ -146,8 +126,13 @@ class DANN(Method):
         )
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.source_classes = BaseClassIndex(options.max_base_classes)
-        self.target_texts = unlabelled_target_texts(options.target_dataset, options.target_pool, options.seed)
+        self.target_texts: list[str] = []  # received before training (receive_data); labels never are
         self._rng = random.Random(options.seed)
+
+    def receive_data(self, data: AuxiliaryData) -> None:
+        """The target's train and val texts (a seeded subset of ``target_pool``), labels dropped."""
+        options = self.options
+        self.target_texts = text_pool(data["target_dataset"], options.target_pool, options.seed, "target_dataset")
 
     def prediction_invariant_parameters(self) -> list[nn.Parameter]:
         # G_y scores meta-train classes and G_d domains: both shape the features during training,
@@ -166,45 +151,27 @@ class DANN(Method):
 
     def train_step(self, episode: Episode) -> Metrics:
         """Label loss on the source support set + domain loss on it and as many target texts."""
+        if not self.target_texts:
+            raise data_not_received(self, "target_dataset")
         self.train()
-        device = self.device
-        support_labels = self.source_classes.labels(episode, episode.support_labels, device)
-        query_labels = self.source_classes.labels(episode, episode.query_labels, device)
-        n_seen = len(self.source_classes)
         n_target = self.options.target_batch or len(episode.support_texts)
         target_texts = self._rng.sample(self.target_texts, min(n_target, len(self.target_texts)))
         strength = self.current_lambda()
 
-        optimizer = self.optimizer()
-        optimizer.zero_grad()
-        source_features = self.domain_invariant_features(episode.support_texts)
-        target_features = self.domain_invariant_features(target_texts)
-        label_loss, support_accuracy = classification_metrics(
-            seen_class_logits(self.label_head, source_features, n_seen), support_labels
-        )
-        both_domains = torch.cat([source_features, target_features])
-        # Without reversal G_d only observes: the features get no domain gradient at all.
-        domain_input = reverse_gradient(both_domains, strength) if self.options.reversal else both_domains.detach()
-        is_target = torch.cat([torch.zeros(len(source_features)), torch.ones(len(target_features))]).to(device)
-        domain_loss, domain_accuracy = domain_metrics(self.domain_classifier(domain_input).squeeze(-1), is_target)
-        (label_loss + domain_loss).backward()
-        optimizer.step()
-        self.steps_done += 1
+        def domain_loss(source_features: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+            target_features = self.domain_invariant_features(target_texts)
+            both_domains = torch.cat([source_features, target_features])
+            # Without reversal G_d only observes: the features get no domain gradient at all.
+            domain_input = reverse_gradient(both_domains, strength) if self.options.reversal else both_domains.detach()
+            is_target = torch.cat([torch.zeros(len(source_features)), torch.ones(len(target_features))])
+            loss, accuracy = domain_metrics(self.domain_classifier(domain_input).squeeze(-1), is_target.to(self.device))
+            return loss, {"domain_loss": loss.item(), "domain_accuracy": accuracy}
 
-        with torch.no_grad():
-            query_logits = seen_class_logits(
-                self.label_head, self.domain_invariant_features(episode.query_texts), n_seen
-            )
-            query_loss, query_accuracy = classification_metrics(query_logits, query_labels)
-        return {
-            "support_loss": label_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-            "domain_loss": domain_loss.item(),
-            "domain_accuracy": domain_accuracy,
-            "lambda": strength if self.options.reversal else 0.0,
-        }
+        metrics = base_class_step(
+            self, self.source_classes, self.label_head, self.domain_invariant_features, episode, domain_loss
+        )
+        self.steps_done += 1
+        return {**metrics, "lambda": strength if self.options.reversal else 0.0}
 
     def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
         self.eval()

@@ -8,7 +8,8 @@ be computed on any text, labelled or not, which is where a small student gains m
 
 The teacher's encoder is loaded lazily and kept out of ``state_dict``: MiniLM's weights
 ship with the package, and a from-scratch teacher is rebuilt from a fixed seed, so a
-checkpoint holds only the student and the two heads.
+checkpoint holds only the student and the two heads. Unlabelled text for the soft-label loss is
+never loaded here: the engine hands it to ``receive_data`` (``auxiliary_data`` declares the option).
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metanlp.data.registry import available_names, examples_for_split, load_dataset
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder, build_encoder
 from metanlp.encoders.cache import shared_cache
-from metanlp.methods._gradient_reversal import BaseClassIndex, adapt_with_prototypes, seen_class_logits
+from metanlp.methods._base_classes import BaseClassIndex, seen_class_logits
+from metanlp.methods._transfer import adapt_with_prototypes, data_not_received, text_pool
 from metanlp.methods.base import (
+    AuxiliaryData,
+    DataRequest,
     EncoderOptions,
     InnerStepCallback,
     Method,
@@ -34,8 +38,9 @@ from metanlp.methods.base import (
     Metrics,
     TaskModel,
     classification_metrics,
+    parse_dataset_names,
 )
-from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.protonet import DISTANCES
 from metanlp.methods.registry import register_method
 
@@ -117,11 +122,6 @@ class DistillationOptions(EncoderOptions):
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("teacher_lr", self.teacher_lr, 1e-7, 10.0)
         check_range("teacher_steps", self.teacher_steps, 1, 1000)
-        if self.unlabelled_dataset and self.unlabelled_dataset not in available_names():
-            raise OptionError(
-                f"option 'unlabelled_dataset' names unknown dataset {self.unlabelled_dataset!r}; "
-                f"available: {', '.join(available_names())}"
-            )
         check_range("unlabelled_batch", self.unlabelled_batch, 1, 4096)
         check_range("unlabelled_pool", self.unlabelled_pool, 1, 1_000_000)
         check_range("max_base_classes", self.max_base_classes, 2, 100_000)
@@ -146,7 +146,7 @@ class Distillation(Method):
     )
     Options = DistillationOptions
     preferred_encoder = "scratch"  # the small student; "auto" then trains it fully
-    preferred_encoder = "scratch"
+    auxiliary_data: ClassVar[tuple[DataRequest, ...]] = (DataRequest("unlabelled_dataset", splits=("train",)),)
 
     def __init__(self, encoder: Encoder, options: DistillationOptions) -> None:
         super().__init__(encoder, options)
@@ -154,7 +154,8 @@ class Distillation(Method):
         self.student_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
         self.teacher_head = nn.Linear(teacher_hidden_size(options.teacher), options.max_base_classes)
         self.base_classes = BaseClassIndex(options.max_base_classes)
-        self.unlabelled_texts = self._unlabelled_pool() if options.alpha < 1.0 else []
+        # Received before training (receive_data) when an unlabelled dataset is named; None until then.
+        self.unlabelled_texts: list[str] | None = None if parse_dataset_names(options.unlabelled_dataset) else []
         self._rng = random.Random(options.seed)
         self._teacher: tuple[Encoder, ...] = ()  # held outside nn.Module's registry: not in state_dict
         self._teacher_optimizer: torch.optim.Optimizer | None = None
@@ -163,14 +164,12 @@ class Distillation(Method):
         # Both heads score training classes only; a new task is classified by class means of the student's features.
         return [*self.student_head.parameters(), *self.teacher_head.parameters()]
 
-    def _unlabelled_pool(self) -> list[str]:
-        if not self.options.unlabelled_dataset:
-            return []
-        examples = examples_for_split(load_dataset(self.options.unlabelled_dataset), "train")
-        texts = list(dict.fromkeys(example.text for example in examples))
-        if len(texts) > self.options.unlabelled_pool:
-            texts = random.Random(self.options.seed).sample(texts, self.options.unlabelled_pool)
-        return texts
+    def receive_data(self, data: AuxiliaryData) -> None:
+        """The unlabelled dataset's training texts (a seeded subset of ``unlabelled_pool``), labels dropped."""
+        options = self.options
+        self.unlabelled_texts = text_pool(
+            data["unlabelled_dataset"], options.unlabelled_pool, options.seed, "unlabelled_dataset"
+        )
 
     # ----- teacher ---------------------------------------------------------------------------
     def teacher_encoder(self) -> Encoder:
@@ -222,6 +221,8 @@ class Distillation(Method):
         optimizer = self.optimizer()
         optimizer.zero_grad()
         if options.alpha < 1.0:
+            if self.unlabelled_texts is None:
+                raise data_not_received(self, "unlabelled_dataset")
             metrics["teacher_loss"] = self._train_teacher(episode.support_texts, support_labels)
             extra = self._rng.sample(self.unlabelled_texts, min(options.unlabelled_batch, len(self.unlabelled_texts)))
             texts = episode.support_texts + extra

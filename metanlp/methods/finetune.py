@@ -27,6 +27,7 @@ from torch import nn
 
 from metanlp.data.types import Episode, Example
 from metanlp.encoders import Encoder
+from metanlp.methods._base_classes import BaseClassIndex, base_class_step
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -129,7 +130,7 @@ class FineTune(Method):
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
         self.base_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
-        self.base_classes: dict[str, int] = {}
+        self.base_classes = BaseClassIndex(options.max_base_classes)
         self._scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
 
     def prediction_invariant_parameters(self) -> list[nn.Parameter]:
@@ -149,41 +150,12 @@ class FineTune(Method):
             )
         return self._optimizer
 
-    def _base_labels(self, episode: Episode, labels: list[int]) -> torch.Tensor:
-        ids = []
-        for label in labels:
-            name = episode.classes[label]
-            if name not in self.base_classes:
-                if len(self.base_classes) >= self.options.max_base_classes:
-                    raise OptionError(
-                        f"more than max_base_classes={self.options.max_base_classes} training classes; raise it"
-                    )
-                self.base_classes[name] = len(self.base_classes)
-            ids.append(self.base_classes[name])
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
-
     def train_step(self, episode: Episode) -> Metrics:
         """Supervised step on the support set over all base classes; queries are held out."""
         self.train()
-        support_labels = self._base_labels(episode, episode.support_labels)
-        query_labels = self._base_labels(episode, episode.query_labels)
-        n_seen = len(self.base_classes)
-        optimizer = self.optimizer()
-        optimizer.zero_grad()
-        logits = self.base_head(self.features(episode.support_texts))[:, :n_seen]
-        support_loss, support_accuracy = classification_metrics(logits, support_labels)
-        support_loss.backward()
-        optimizer.step()
-        self._scheduler.step()
-        with torch.no_grad():
-            query_logits = self.base_head(self.features(episode.query_texts))[:, :n_seen]
-            query_loss, query_accuracy = classification_metrics(query_logits, query_labels)
-        return {
-            "support_loss": support_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-        }
+        metrics = base_class_step(self, self.base_classes, self.base_head, self.features, episode)
+        self._scheduler.step()  # after the optimiser's step (made by it), as PyTorch expects
+        return metrics
 
     def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
         options = self.options
@@ -237,10 +209,10 @@ class FineTune(Method):
         return {"query_loss": query_loss.item(), "query_accuracy": query_accuracy}
 
     def extra_state_config(self) -> dict:
-        return {"base_classes": self.base_classes}
+        return {"base_classes": self.base_classes.to_config()}
 
     def load_extra_state_config(self, config: dict) -> None:
-        self.base_classes = dict(config.get("base_classes", {}))
+        self.base_classes.load_config(config.get("base_classes", {}))
 
 
 # ---------------------------------------------------------------- ordinary supervised splits

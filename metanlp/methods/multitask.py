@@ -3,27 +3,29 @@
 Every training step fits the target episode's head and the heads of auxiliary datasets
 drawn by size (proportional or temperature sampling, as in multilingual / multi-task
 Transformers). The shared layers must serve all tasks at once, which is what should make
-them transfer better to new classes than features fitted to one task alone.
+them transfer better to new classes than features fitted to one task alone. The method never loads
+the auxiliary datasets: the engine hands their training examples to ``receive_data``, and adapting
+or predicting never needs them.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from metanlp.data.registry import available_names, examples_for_split, load_dataset
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._gradient_reversal import (
-    BaseClassIndex,
-    ResidualAdapter,
-    adapt_with_prototypes,
-    seen_class_logits,
-)
+from metanlp.methods._base_classes import BaseClassIndex, base_class_step
+from metanlp.methods._transfer import ResidualAdapter, adapt_with_prototypes, data_not_received
 from metanlp.methods.base import (
+    AuxiliaryData,
+    AuxiliaryDataset,
+    DataRequest,
     EncoderOptions,
     InnerStepCallback,
     Method,
@@ -31,6 +33,7 @@ from metanlp.methods.base import (
     Metrics,
     TaskModel,
     classification_metrics,
+    parse_dataset_names,
 )
 from metanlp.methods.options import OptionError, check_choice, check_range
 from metanlp.methods.protonet import DISTANCES
@@ -59,17 +62,6 @@ def task_sampling_probabilities(sizes: list[int], mode: str = "proportional", te
     return [weight / total for weight in weights]
 
 
-def parse_task_names(tasks: str) -> list[str]:
-    """Comma-separated dataset names, duplicates dropped: "a, b:03,a" → ["a", "b:03"]."""
-    return list(dict.fromkeys(name.strip() for name in tasks.split(",") if name.strip()))
-
-
-def split_task_name(task: str) -> tuple[str, str | None]:
-    """"banking77:03" → ("banking77", "03"): a dataset name with an optional class-split id."""
-    name, _, split_id = task.partition(":")
-    return name.strip(), split_id.strip() or None
-
-
 @dataclass
 class MultiTaskOptions(EncoderOptions):
     # Auxiliary datasets, comma-separated ("" = single-task). Only their meta-train classes are used; if the
@@ -89,11 +81,6 @@ class MultiTaskOptions(EncoderOptions):
 
     def validate(self) -> None:
         super().validate()
-        known = available_names()
-        for task in parse_task_names(self.tasks):
-            name, _ = split_task_name(task)
-            if name not in known:
-                raise OptionError(f"option 'tasks' names unknown dataset {name!r}; available: {', '.join(known)}")
         check_choice("sampling", self.sampling, SAMPLING_MODES)
         check_range("temperature", self.temperature, 1e-3, 1e3)
         check_range("auxiliary_batch", self.auxiliary_batch, 1, 4096)
@@ -108,13 +95,14 @@ class MultiTaskOptions(EncoderOptions):
 class AuxiliaryTask:
     """One auxiliary dataset: its training examples (a seeded subset) with integer labels."""
 
-    def __init__(self, name: str, max_examples: int, seed: int) -> None:
-        dataset = load_dataset(*split_task_name(name))
-        examples = examples_for_split(dataset, "train")
-        self.classes = list(dataset.class_splits["train"])
+    def __init__(self, dataset: AuxiliaryDataset, max_examples: int, seed: int) -> None:
+        examples = dataset.examples
+        self.classes = list(dataset.classes)
         if len(self.classes) < 2 or not examples:
-            raise OptionError(f"task {name!r} has fewer than 2 training classes; it cannot train a head")
-        self.name = name
+            raise OptionError(
+                f"option 'tasks' names {dataset.name!r}, which has fewer than 2 training classes: it cannot train a head"
+            )
+        self.name = dataset.name
         self.size = len(examples)  # the sampling weight uses the full size, not the subset
         if len(examples) > max_examples:
             examples = random.Random(seed).sample(examples, max_examples)
@@ -151,6 +139,7 @@ class MultiTask(Method):
         paper_url="https://arxiv.org/abs/1907.05019",
     )
     Options = MultiTaskOptions
+    auxiliary_data: ClassVar[tuple[DataRequest, ...]] = (DataRequest("tasks", splits=("train",)),)
 
     def __init__(self, encoder: Encoder, options: MultiTaskOptions) -> None:
         super().__init__(encoder, options)
@@ -158,17 +147,42 @@ class MultiTask(Method):
         self.shared = ResidualAdapter(encoder.hidden_size, options.adapter_size)
         self.target_head = nn.Linear(encoder.hidden_size, options.max_base_classes)
         self.target_classes = BaseClassIndex(options.max_base_classes)
+        # The auxiliary tasks arrive before training (receive_data); their heads with them, or from a checkpoint.
+        self.tasks: list[AuxiliaryTask] | None = None if parse_dataset_names(options.tasks) else []
+        self.task_heads = nn.ModuleDict()
+        self.sampling_probabilities: list[float] = []
+        self._rng = random.Random(options.seed)
+
+    def receive_data(self, data: AuxiliaryData) -> None:
+        """The auxiliary datasets' training examples: one task, and one head, each."""
+        options = self.options
         self.tasks = [
-            AuxiliaryTask(name, options.examples_per_task, options.seed + index)
-            for index, name in enumerate(parse_task_names(options.tasks))
+            AuxiliaryTask(dataset, options.examples_per_task, options.seed + index)
+            for index, dataset in enumerate(data["tasks"])
         ]
-        self.task_heads = nn.ModuleDict(
-            {head_key(task.name): nn.Linear(encoder.hidden_size, len(task.classes)) for task in self.tasks}
-        )
+        for task in self.tasks:
+            self._add_head(head_key(task.name), len(task.classes))
         self.sampling_probabilities = task_sampling_probabilities(
             [task.size for task in self.tasks], options.sampling, options.temperature
         )
-        self._rng = random.Random(options.seed)
+
+    def _add_head(self, key: str, n_classes: int) -> None:
+        """A head for ``key`` (kept when one of that size exists, e.g. loaded from a checkpoint)."""
+        if key not in self.task_heads:
+            self.task_heads[key] = nn.Linear(self.encoder.hidden_size, n_classes).to(self.device)
+        elif self.task_heads[key].out_features != n_classes:
+            raise OptionError(
+                f"option 'tasks' names a task with {n_classes} training classes whose saved head has "
+                f"{self.task_heads[key].out_features}: the dataset changed since the checkpoint was made"
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Heads of the auxiliary tasks come back from their saved weights' shapes: no dataset is read."""
+        for key, value in state_dict.items():
+            parts = key.split(".")
+            if parts[0] == "task_heads" and parts[-1] == "weight" and len(parts) == 3:
+                self._add_head(parts[1], value.shape[0])
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def prediction_invariant_parameters(self) -> list[nn.Parameter]:
         # The heads score training classes only; a new task is classified by class means of shared_features.
@@ -184,38 +198,27 @@ class MultiTask(Method):
 
     def train_step(self, episode: Episode) -> Metrics:
         """Target head on the support set plus the drawn auxiliary heads, one joint update."""
+        if self.tasks is None:
+            raise data_not_received(self, "tasks")
         self.train()
-        device = self.device
-        support_labels = self.target_classes.labels(episode, episode.support_labels, device)
-        query_labels = self.target_classes.labels(episode, episode.query_labels, device)
-        n_seen = len(self.target_classes)
-        optimizer = self.optimizer()
-        optimizer.zero_grad()
-        logits = seen_class_logits(self.target_head, self.shared_features(episode.support_texts), n_seen)
-        support_loss, support_accuracy = classification_metrics(logits, support_labels)
-        total_loss = support_loss
+        metrics = base_class_step(
+            self, self.target_classes, self.target_head, self.shared_features, episode, self._auxiliary_loss
+        )
+        auxiliary = sum(value for key, value in metrics.items() if key.startswith("loss_"))
+        return {**metrics, "loss_target": metrics["support_loss"], "total_loss": metrics["support_loss"] + auxiliary}
+
+    def _auxiliary_loss(self, _support_features: torch.Tensor) -> tuple[torch.Tensor | float, Metrics]:
+        """Summed loss of ``auxiliary_tasks_per_step`` drawn tasks' heads, each on a batch of its examples."""
+        total: torch.Tensor | float = 0.0
         metrics: Metrics = {}
         for _ in range(self.options.auxiliary_tasks_per_step if self.tasks else 0):
             task = self.tasks[self.sample_task_index()]
             texts, labels = task.batch(self._rng, self.options.auxiliary_batch)
             task_logits = self.task_heads[head_key(task.name)](self.shared_features(texts))
-            task_loss, _ = classification_metrics(task_logits, torch.tensor(labels, device=device))
-            total_loss = total_loss + task_loss
+            task_loss, _ = classification_metrics(task_logits, torch.tensor(labels, device=self.device))
+            total = total + task_loss
             metrics[f"loss_{task.name}"] = task_loss.item()
-        total_loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            query_logits = seen_class_logits(self.target_head, self.shared_features(episode.query_texts), n_seen)
-            query_loss, query_accuracy = classification_metrics(query_logits, query_labels)
-        return {
-            "support_loss": support_loss.item(),
-            "support_accuracy": support_accuracy,
-            "query_loss": query_loss.item(),
-            "query_accuracy": query_accuracy,
-            "loss_target": support_loss.item(),
-            **metrics,
-            "total_loss": total_loss.item(),
-        }
+        return total, metrics
 
     def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
         self.eval()
