@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from metanlp.data.errors import DataError
+from metanlp.data.types import TextDataset
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError
 
@@ -16,9 +17,12 @@ USER_ERRORS = (DataError, ConfigError, OptionError)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message is the whole story for a user: one line, exit code 2, no traceback."""
+    from metanlp.engine.checkpoint import CheckpointError
     from metanlp.runs import InvalidRunId, RunNotFound
+    from metanlp.runs.store import StoreError
 
-    return (*USER_ERRORS, InvalidRunId, RunNotFound)
+    return (*USER_ERRORS, InvalidRunId, RunNotFound, StoreError, CheckpointError)
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -42,20 +46,35 @@ def parse_splits(text: str) -> tuple[str, tuple[str, ...]]:
     return dataset.strip(), () if chosen == ("default",) else chosen
 
 
+DEFAULT = " (default: %(default)s)"
+EVAL_SEED_HELP = (
+    "seed of the test episodes, the same for every method and training seed, so results pair up; "
+    "'episodes --split test' with the same seed writes these very episodes" + DEFAULT
+)
+
+
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="clinc150", help="built-in dataset name, or 'user' with --data-file")
-    parser.add_argument("--data-file", help="your CSV or JSONL file (text and label columns)")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--dataset", default="clinc150", help="built-in dataset name (see 'datasets')" + DEFAULT)
+    parser.add_argument(
+        "--data-file", help="your CSV, TSV or JSONL file (a text and a label column); replaces --dataset. A file "
+        "with too few classes for disjoint N-way class splits shares its classes and splits their examples: "
+        "the split chosen is printed",
+    )
+    parser.add_argument("--text-column", default="text", help="the text column of --data-file" + DEFAULT)
+    parser.add_argument("--label-column", default="label", help="the label column of --data-file" + DEFAULT)
     parser.add_argument("--split-id", help="published class split to use, where a dataset has several")
-    parser.add_argument("--n-way", type=int, default=5)
-    parser.add_argument("--k-shot", type=int, default=1)
-    parser.add_argument("--n-query", type=int, default=5)
+    parser.add_argument("--n-way", type=int, default=5, help="classes per episode (N)" + DEFAULT)
+    parser.add_argument("--k-shot", type=int, default=1, help="support examples per class (K)" + DEFAULT)
+    parser.add_argument("--n-query", type=int, default=5, help="query examples per class" + DEFAULT)
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="protonet", help="registered method name (see 'methods')")
-    parser.add_argument("--encoder", default="minilm", choices=["minilm", "scratch"])
+    parser.add_argument("--method", default="protonet", help="registered method name (see 'methods')" + DEFAULT)
+    parser.add_argument(
+        "--encoder", default="minilm", choices=["minilm", "scratch"],
+        help="pretrained MiniLM (frozen unless a method option says otherwise) or a from-scratch Transformer"
+        + DEFAULT,
+    )
     parser.add_argument(
         "--encoder-option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
         help="encoder setting, e.g. num_layers=2 or checkpoint=PATH (repeatable)",
@@ -64,11 +83,20 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         "--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
         help="method option, e.g. distance=cosine or finetune=top (repeatable)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
-    parser.add_argument("--episodes", type=int, default=600, help="evaluation episodes on meta-test classes")
-    parser.add_argument("--episodes-file", help="fixed evaluation episodes written by 'metanlp episodes'")
-    parser.add_argument("--output", help="write the results as JSON to this file")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="training seed: initial weights and the meta-training episodes; not the test episodes (--eval-seed)"
+        + DEFAULT,
+    )
+    parser.add_argument("--eval-seed", type=int, default=RunConfig.eval_seed, help=EVAL_SEED_HELP)
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps" + DEFAULT)
+    parser.add_argument(
+        "--episodes", type=int, default=600, help="test episodes on meta-test classes (95%% CI over them)" + DEFAULT
+    )
+    parser.add_argument(
+        "--episodes-file", help="fixed test episodes written by 'episodes' (replaces --episodes and --eval-seed)"
+    )
+    parser.add_argument("--output", help="write the results as JSON to this file, with each test episode's accuracy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -85,26 +113,46 @@ def build_parser() -> argparse.ArgumentParser:
     methods = commands.add_parser("methods", help="list the registered methods")
     methods.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    episodes = commands.add_parser("episodes", help="sample fixed evaluation episodes and save them")
+    episodes = commands.add_parser(
+        "episodes", help="sample fixed evaluation episodes and save them",
+        description="Sample fixed episodes and save them, so every method is scored on exactly the same tasks.",
+    )
     add_task_arguments(episodes)
-    episodes.add_argument("--split", default="test", choices=["train", "val", "test"])
-    episodes.add_argument("--count", type=int, default=600)
-    episodes.add_argument("--seed", type=int, default=1234)
+    episodes.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to sample" + DEFAULT)
+    episodes.add_argument("--count", type=int, default=600, help="how many episodes" + DEFAULT)
+    episodes.add_argument(  # --seed: its name before train and evaluate had both seeds
+        "--eval-seed", "--seed", dest="eval_seed", type=int, default=RunConfig.eval_seed, help=EVAL_SEED_HELP
+    )
     episodes.add_argument("--out", required=True, help="output file (.json or .json.gz)")
 
-    train = commands.add_parser("train", help="meta-train (or train) a method, then evaluate it")
+    train = commands.add_parser(
+        "train", help="meta-train (or train) a method, then evaluate it",
+        description="Meta-train (or train) a method on the meta-train classes, then evaluate it on test episodes "
+        "of the meta-test classes. The run is stored, so it appears on the dashboard's Runs page.",
+    )
     add_task_arguments(train)
     add_method_arguments(train)
-    train.add_argument("--steps", type=int, default=100, help="training steps on meta-train classes")
+    train.add_argument("--steps", type=int, default=RunConfig.train_steps,
+                       help="meta-training steps on meta-train classes" + DEFAULT)
     train.add_argument("--name", default="", help="a name for the run")
     train.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a method without training it")
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a method without training it (or a trained run with --run)",
+        description="Score a method on test episodes without meta-training it: right for methods with nothing "
+        "to meta-learn (e.g. ProtoNet on frozen MiniLM); a method that meta-learns is scored untrained, so train "
+        "it first ('train') and pass --run RUN_ID.",
+    )
     add_task_arguments(evaluate)
     add_method_arguments(evaluate)
     evaluate.add_argument("--checkpoint", help="a saved method folder (a run's checkpoint) to evaluate")
     evaluate.add_argument("--run", help="evaluate the learned state of this stored run (its id)")
     evaluate.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
+
+    doctor = commands.add_parser("doctor", help="check the run store; exit 0 when healthy, 1 when it found problems")
+    doctor.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
+    doctor.add_argument("--reset-store", action="store_true", help="if the database is damaged, move it aside "
+                        "(renamed with a timestamp, never deleted), start a fresh store and copy into it what still reads")
     bench = commands.add_parser("bench", help="every method on the same saved test episodes; writes docs/results.md")
     bench.add_argument("--methods", help="comma-separated method names (default: every registered method)")
     bench.add_argument("--datasets", help="comma-separated datasets (default: clinc150,banking77,huffpost,fewrel)")
@@ -151,6 +199,7 @@ def config_from_args(args: argparse.Namespace, train_steps: int) -> RunConfig:
         n_query=args.n_query,
         train_steps=train_steps,
         eval_episodes=args.episodes,
+        eval_seed=args.eval_seed,
         episodes_file=args.episodes_file,
         encoder=args.encoder,
         encoder_options=dict(args.encoder_option),
@@ -162,14 +211,18 @@ def config_from_args(args: argparse.Namespace, train_steps: int) -> RunConfig:
 
 
 class ProgressPrinter:
-    """Turns engine events into tqdm bars on stderr (one per stage)."""
+    """Turns engine events into tqdm bars on stderr (one per stage).
 
-    def __init__(self, enabled: bool) -> None:
+    ``already_said`` holds messages printed before the run (e.g. the data split), not repeated as warnings.
+    """
+
+    def __init__(self, enabled: bool, already_said: tuple[str, ...] = ()) -> None:
         self.enabled = enabled
+        self.already_said = set(already_said)
         self.bars: dict[str, object] = {}
 
     def __call__(self, event: dict) -> None:
-        if event["event"] == "warning":
+        if event["event"] == "warning" and event["message"] not in self.already_said:
             print(f"warning: {event['message']}", file=sys.stderr)
         if event["event"] == "no_meta_training":
             print(f"note: {event['message']}", file=sys.stderr)
@@ -198,11 +251,53 @@ def write_output(results: dict, output: str | None) -> None:
         print(f"results written to {output}", file=sys.stderr)
 
 
-def print_evaluation(config: RunConfig, evaluation) -> None:
-    print(
-        f"{config.method} · {config.dataset} · {config.n_way}-way {config.k_shot}-shot · {config.encoder}: "
-        f"accuracy {evaluation.summary()} (95% CI), {evaluation.seconds:.1f} s"
+def dataset_label(config: RunConfig) -> str:
+    """What a result line calls the data: the built-in dataset's name, or the user's file name."""
+    return Path(config.data_file).name if config.dataset == "user" and config.data_file else config.dataset
+
+
+def result_line(config: RunConfig, evaluation: dict) -> str:
+    """One line per result: method, data, task, encoder, accuracy with its 95% CI (``evaluation`` as stored)."""
+    return (
+        f"{config.method} · {dataset_label(config)} · {config.n_way}-way {config.k_shot}-shot · {config.encoder}: "
+        f"accuracy {100 * evaluation['mean_accuracy']:.2f} ± {100 * evaluation['ci95']:.2f}% over "
+        f"{evaluation['episodes']} episodes (95% CI), {evaluation['seconds']:.1f} s"
     )
+
+
+def load_and_announce(config: RunConfig) -> tuple[TextDataset, list[str]]:
+    """The config's (dataset, warnings); for a user's file, first print how it is split and its warnings.
+
+    The split depends on N, K and the queries (a small file may share its classes), so the user
+    sees the choice and its reason before anything runs, not only when an episode cannot be drawn.
+    """
+    from metanlp.engine.training import load_run_dataset
+
+    dataset, warnings = load_run_dataset(config)
+    if config.dataset == "user":
+        print(f"data: {dataset.description} {dataset.split_note}", file=sys.stderr)
+        for warning in warnings:
+            if warning != dataset.split_note:
+                print(f"warning: {warning}", file=sys.stderr)
+    return dataset, warnings
+
+
+def said_up_front(config: RunConfig, dataset: TextDataset, warnings: list[str]) -> tuple[str, ...]:
+    """What ``load_and_announce`` printed, so the run's own warnings do not repeat it."""
+    return (*warnings, dataset.split_note) if config.dataset == "user" else ()
+
+
+def note_untrained(config: RunConfig) -> None:
+    """Say so when ``evaluate`` scores a configuration that meta-learns without meta-training it."""
+    from metanlp.methods import would_meta_learn
+
+    if would_meta_learn(config.method, config.method_options, config.encoder):
+        print(
+            f"note: {config.method} meta-learns in this configuration, but 'evaluate' does not train: this scores "
+            f"its untrained (freshly initialised) parameters. To score it trained, run 'python -m metanlp train "
+            f"--method {config.method} ...' (the same data and task options), then 'evaluate --run RUN_ID'.",
+            file=sys.stderr,
+        )
 
 
 def command_datasets(args: argparse.Namespace) -> int:
@@ -233,17 +328,15 @@ def command_methods(args: argparse.Namespace) -> int:
 
 def command_episodes(args: argparse.Namespace) -> int:
     from metanlp.data.episodes import save_episodes
-    from metanlp.engine.training import load_run_dataset, make_sampler
+    from metanlp.engine.training import make_sampler
 
     config = config_from_args(argparse.Namespace(**{**vars(args), "method": "protonet", "encoder": "minilm",
                                                     "encoder_option": [], "option": [], "device": "auto",
-                                                    "episodes": args.count, "episodes_file": None}), 0)
-    dataset, warnings = load_run_dataset(config)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    episodes = make_sampler(dataset, args.split, config, args.seed).take(args.count)
-    description = {"dataset": config.dataset, "split_id": config.split_id, "split": args.split, "n_way": args.n_way,
-                   "k_shot": args.k_shot, "n_query": args.n_query, "seed": args.seed}
+                                                    "episodes": args.count, "episodes_file": None, "seed": 0}), 0)
+    dataset, _ = load_and_announce(config)
+    episodes = make_sampler(dataset, args.split, config, args.eval_seed).take(args.count)
+    description = {"dataset": dataset_label(config), "split_id": config.split_id, "split": args.split,
+                   "n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "seed": args.eval_seed}
     path = save_episodes(episodes, args.out, description)
     print(f"{len(episodes)} episodes written to {path}")
     return 0
@@ -257,11 +350,12 @@ def command_train(args: argparse.Namespace) -> int:
     from metanlp.runs.manager import check_run_data
 
     config = check_run_config(config_from_args(args, args.steps))
-    check_run_data(config)  # a bad file or an impossible task: exit 2, and no run is stored
+    dataset, warnings = load_and_announce(config)
+    check_run_data(config, (dataset, warnings))  # a bad file or an impossible task: exit 2, and no run is stored
     store = RunStore(args.runs_dir)
     run_id = store.create_run(config, args.name, claimed_by=os.getpid())
     print(f"run {run_id} in {store.root}", file=sys.stderr)
-    progress = ProgressPrinter(not args.no_progress)
+    progress = ProgressPrinter(not args.no_progress, already_said=said_up_front(config, dataset, warnings))
     try:
         status = execute_run(store, run_id, on_event=progress)
     finally:
@@ -277,9 +371,9 @@ def command_train(args: argparse.Namespace) -> int:
               f"query loss {last['query_loss']:.4f}, query accuracy {last['query_accuracy']:.3f}")
     evaluation = record.evaluation
     if evaluation:
-        print(f"{config.method} · {config.dataset} · {config.n_way}-way {config.k_shot}-shot · {config.encoder}: "
-              f"accuracy {100 * evaluation['mean_accuracy']:.2f} ± {100 * evaluation['ci95']:.2f}% over "
-              f"{evaluation['episodes']} episodes (95% CI), {evaluation['seconds']:.1f} s")
+        print(result_line(config, evaluation))
+        per_episode = store.episode_results(run_id).to_dict(orient="records")
+        evaluation = {**evaluation, "per_episode": per_episode}  # as 'evaluate --output' writes it
     history = [
         {key: value for key, value in row.items() if value == value}  # drop NaN cells
         for row in store.metrics(run_id).to_dict(orient="records")
@@ -292,23 +386,27 @@ def command_train(args: argparse.Namespace) -> int:
 def command_evaluate(args: argparse.Namespace) -> int:
     from metanlp.device import resolve_device
     from metanlp.engine.checkpoint import load_method
-    from metanlp.engine.training import evaluation_episodes, load_run_dataset, run_training
+    from metanlp.engine.training import evaluation_episodes, run_training
     from metanlp.evaluation import evaluate
 
     config = config_from_args(args, 0)
-    progress = ProgressPrinter(not args.no_progress)
+    dataset, warnings = load_and_announce(config)
+    if not (args.run or args.checkpoint):
+        note_untrained(config)
+    progress = ProgressPrinter(not args.no_progress, already_said=said_up_front(config, dataset, warnings))
     try:
+        owner = None
         if args.run:
             from metanlp.runs import RunStore
 
             store = RunStore(args.runs_dir)
-            store.get_run(args.run)
-            args.checkpoint = str(store.checkpoint_dir(args.run))
+            record = store.get_run(args.run)
+            if record.status != "done":
+                raise DataError(f"Run {args.run} is {record.status}: only a finished (done) run has a trained "
+                                "method to evaluate.")
+            args.checkpoint, owner = str(store.checkpoint_dir(args.run)), f"run {args.run}"
         if args.checkpoint:
-            if not Path(args.checkpoint, "method.json").is_file():
-                raise DataError(f"{args.checkpoint!r} holds no saved method (method.json is missing).")
-            method = load_method(args.checkpoint, resolve_device(config.device))
-            dataset, _ = load_run_dataset(config)
+            method = load_method(args.checkpoint, resolve_device(config.device), owner=owner)
             episodes = evaluation_episodes(dataset, config)
             total = len(episodes)
             evaluation = evaluate(method, episodes, on_episode=lambda i, _: progress(
@@ -317,9 +415,23 @@ def command_evaluate(args: argparse.Namespace) -> int:
             evaluation = run_training(config, on_event=progress).evaluation
     finally:
         progress.close()
-    print_evaluation(config, evaluation)
+    print(result_line(config, evaluation.to_dict(include_episodes=False)))
     write_output({"config": config.to_dict(), "evaluation": evaluation.to_dict()}, args.output)
     return 0
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    """Check the store (and, when asked, move a damaged database aside); 0 when healthy, 1 otherwise."""
+    from metanlp.runs.doctor import check_store, reset_store
+
+    if args.reset_store:
+        for line in reset_store(args.runs_dir).lines():
+            print(line)
+    report = check_store(args.runs_dir)
+    print("\n".join(report.lines()))
+    if report.damaged and not args.reset_store:
+        print("To move the damaged database aside and start a fresh store, add --reset-store.")
+    return 0 if report.healthy else 1
 
 
 def csv_list(text: str | None, cast=str) -> tuple:
@@ -412,6 +524,7 @@ COMMANDS = {
     "episodes": command_episodes,
     "train": command_train,
     "evaluate": command_evaluate,
+    "doctor": command_doctor,
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from metanlp.data.types import Episode
+from metanlp.encoders.cache import memoise_while_unchanged
 from metanlp.methods.base import Method
 
 CONFIDENCE = 0.95
@@ -91,14 +92,15 @@ def evaluate(
     """Adapt to each episode's support set and score its queries; same episodes for every method."""
     started = time.perf_counter()
     results: list[dict] = []
-    for index, episode in enumerate(episodes):
-        if should_stop is not None and should_stop():
-            break
-        metrics = method.evaluate_episode(episode)
-        record = {"episode": index, "query_accuracy": metrics["query_accuracy"], "query_loss": metrics["query_loss"]}
-        results.append(record)
-        if on_episode is not None:
-            on_episode(index, record)
+    with memoise_while_unchanged(method.encoder):  # a trained encoder embeds each test sentence once
+        for index, episode in enumerate(episodes):
+            if should_stop is not None and should_stop():
+                break
+            metrics = method.evaluate_episode(episode)
+            record = {"episode": index, "query_accuracy": metrics["query_accuracy"], "query_loss": metrics["query_loss"]}
+            results.append(record)
+            if on_episode is not None:
+                on_episode(index, record)
     mean, ci95 = mean_and_ci95([r["query_accuracy"] for r in results])
     losses = [r["query_loss"] for r in results]
     return EvaluationResult(

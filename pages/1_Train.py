@@ -19,11 +19,12 @@ from metanlp.dashboard.forms import (
     validate_run_form,
 )
 from metanlp.dashboard.run_view import ACTIVE_STATUSES, REFRESH_SECONDS, run_progress
+from metanlp.dashboard.store_fault import guard_store
 from metanlp.dashboard.text import plain_markdown
 from metanlp.dashboard.widgets import FieldMessages, option_widget
 from metanlp.data.errors import DataError
 from metanlp.data.registry import list_datasets, load_dataset
-from metanlp.data.user_data import load_user_dataset
+from metanlp.data.user_data import DEFAULT_K_SHOT, DEFAULT_N_QUERY, DEFAULT_N_WAY, load_user_dataset
 from metanlp.device import describe_device, resolve_device
 from metanlp.engine.config import NO_META_TRAINING, ConfigError
 from metanlp.methods import OptionError, get_method_class, method_cards, would_meta_learn
@@ -40,7 +41,6 @@ messages = FieldMessages()
 values: dict = {}
 
 
-@st.cache_resource(max_entries=2, show_spinner="Checking your file…")
 @st.cache_data(max_entries=64, show_spinner=False)
 def meta_learns(method: str, options_json: str, encoder: str) -> bool | None:
     """Whether the configuration has anything to meta-learn (None: its options are not valid yet)."""
@@ -50,12 +50,28 @@ def meta_learns(method: str, options_json: str, encoder: str) -> bool | None:
         return None
 
 
-def parse_upload(digest: str, data: bytes, filename: str, text_column: str, label_column: str, limit: int):
-    """Validated dataset of an upload (``digest`` keys the cache without hashing the bytes again)."""
+@st.cache_resource(max_entries=2, show_spinner="Checking your file…")
+def parse_upload(
+    digest: str, _data: bytes, filename: str, text_column: str, label_column: str, limit: int,
+    episodes: tuple[int, int, int],
+):
+    """Validated dataset of an upload, split for ``episodes`` (N, K, queries), as the run will split it
+    (``digest`` keys the cache without hashing the bytes again)."""
     del digest
+    n_way, k_shot, n_query = episodes
     return load_user_dataset(
-        data, filename=filename, text_column=text_column, label_column=label_column, max_bytes=limit
+        _data, filename=filename, text_column=text_column, label_column=label_column, max_bytes=limit,
+        n_way=n_way, k_shot=k_shot, n_query=n_query,
     )
+
+
+def episode_shape() -> tuple[int, int, int]:
+    """N, K and queries as the form below holds them (the default ones until it has valid values)."""
+    shape = tuple(
+        int(st.session_state.get(f"train_{name}", default))
+        for name, default in (("n_way", DEFAULT_N_WAY), ("k_shot", DEFAULT_K_SHOT), ("n_query", DEFAULT_N_QUERY))
+    )
+    return shape if shape[0] >= 2 and min(shape[1:]) >= 1 else (DEFAULT_N_WAY, DEFAULT_K_SHOT, DEFAULT_N_QUERY)
 
 
 # ----------------------------------------------------------------- method
@@ -113,7 +129,7 @@ else:
             try:
                 digest = hashlib.sha256(data).hexdigest()
                 dataset, warnings = parse_upload(
-                    digest, data, upload.name, text_column, label_column, limit_mb * 2**20
+                    digest, data, upload.name, text_column, label_column, limit_mb * 2**20, episode_shape()
                 )
             except DataError as error:
                 st.error(plain_markdown(error), icon=":material/warning:")
@@ -122,7 +138,8 @@ else:
             else:
                 for warning in warnings:
                     st.warning(plain_markdown(warning))
-                st.caption(plain_markdown(dataset.split_note))
+                if dataset.split_note not in warnings:  # a shared-class split is a warning already
+                    st.caption(plain_markdown(dataset.split_note))
                 st.dataframe(
                     [{"text": example.text, "label": example.label} for example in dataset.examples[:8]],
                     hide_index=True,
@@ -242,4 +259,4 @@ def launched_status(run_id: str, was_active: bool) -> None:
 launched = st.session_state.get(state.LAST_LAUNCHED)
 if launched:
     active = state.run_is_active(launched)
-    st.fragment(run_every=REFRESH_SECONDS if active else None)(launched_status)(launched, active)
+    st.fragment(run_every=REFRESH_SECONDS if active else None)(guard_store(launched_status))(launched, active)

@@ -111,7 +111,7 @@ def test_user_file_check_uses_the_same_rule_and_words(tmp_path):
     rows = ["text,label"] + [f"row {n} of {c},{c}" for c in "abcdefgh" for n in range(3 + "abcdefgh".index(c))]
     path = tmp_path / "classes.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    dataset, _ = load_user_dataset(path)
+    dataset, _ = load_user_dataset(path, n_way=2, k_shot=9, n_query=2)  # split for the run's episodes
     values = form_values("user", data_file=str(path), n_way=2, k_shot=9, n_query=2)  # the largest class has 10
     with pytest.raises(DataError) as from_file_check:
         check_episode_feasibility(dataset, n_way=2, k_shot=9, n_query=2, split="test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -42,21 +43,74 @@ def error_message(tmp_path, name: str, content: str | bytes, **kwargs) -> str:
 # ---------------------------------------------------------------- good files
 
 
-def test_csv_with_many_classes_gets_a_disjoint_class_split(tmp_path):
-    dataset, warnings = load_user_dataset(write(tmp_path, "intents.csv", make_csv(10, 8)))
-    check_dataset(dataset)
-    assert len(dataset.examples) == 80 and len(dataset.labels()) == 10
-    assert not isinstance(dataset, SharedClassDataset)
-    assert [len(dataset.class_splits[s]) for s in ("train", "val", "test")] == [6, 2, 2]
-    assert warnings == []
+def split_sizes(dataset) -> list[int]:
+    return [len(dataset.class_splits[split]) for split in ("train", "val", "test")]
+
+
+def test_enough_classes_for_n_way_in_every_split_get_a_disjoint_class_split(tmp_path):
+    path = write(tmp_path, "intents.csv", make_csv(20, 8))
+    dataset, warnings = load_user_dataset(path)  # the default episodes: 5-way 1-shot, 5 queries
+    check_dataset(dataset)  # disjoint: a class split that mixed splits would be refused here
+    assert len(dataset.examples) == 160 and not isinstance(dataset, SharedClassDataset)
+    assert split_sizes(dataset) == [10, 5, 5] and warnings == []
+    assert "disjoint" in dataset.split_note and "10 train, 5 validation and 5 test classes" in dataset.split_note
+    # 10 classes: two disjoint 5-class splits fit, a third (validation) does not; 2-way fits all three.
+    ten = write(tmp_path, "ten.csv", make_csv(10, 8))
+    five_way, _ = load_user_dataset(ten)
+    assert split_sizes(five_way) == [5, 0, 5] and "no validation classes: that needs 15" in five_way.split_note
+    assert split_sizes(load_user_dataset(ten, n_way=2)[0]) == [6, 2, 2]
+
+
+def test_six_classes_of_ten_share_classes_for_5_way_and_split_classes_for_3_way(tmp_path):
+    path = write(tmp_path, "six.csv", make_csv(6, 10))
+    shared, warnings = load_user_dataset(path, n_way=5, k_shot=1, n_query=3)
+    assert isinstance(shared, SharedClassDataset) and shared.split_note in warnings
+    assert "need 10 classes" in shared.split_note and "examples are split" in shared.split_note
+    train, test = examples_for_split(shared, "train"), examples_for_split(shared, "test")
+    assert not {e.text for e in train} & {e.text for e in test}
+    assert Counter(e.label for e in test) == dict.fromkeys(shared.labels(), 4)  # K + queries per class in test
+    for split in ("train", "test"):  # the 5-way task works in both splits
+        check_episode_feasibility(shared, n_way=5, k_shot=1, n_query=3, split=split)
+    disjoint, _ = load_user_dataset(path, n_way=3)  # the README's example: 3-way
+    assert split_sizes(disjoint) == [3, 0, 3] and "never saw in training" in disjoint.split_note
+    for split in ("train", "test"):
+        check_episode_feasibility(disjoint, n_way=3, k_shot=1, n_query=5, split=split)
+
+
+def test_shared_split_says_when_too_few_examples_stay_for_training(tmp_path):
+    dataset, _ = load_user_dataset(write(tmp_path, "six.csv", make_csv(6, 10)))  # 5-way, K + queries = 6
+    assert "fewer than 6 stay in train" in dataset.split_note and "K + queries ≤ 5" in dataset.split_note
+    assert "With N ≤ 3, the classes themselves would be split" in dataset.split_note
+    check_episode_feasibility(dataset, n_way=5, k_shot=1, n_query=5, split="test")  # evaluation works
+    with pytest.raises(DataError) as error:
+        check_episode_feasibility(dataset, n_way=5, k_shot=1, n_query=5, split="train")
+    message = str(error.value)
+    assert "examples" in message and "split between them" in message and "only 0 of the 6 classes" in message
+
+
+def test_the_policy_counts_classes_big_enough_for_an_episode(tmp_path):
+    rows = make_csv(6, 10).splitlines() + [f"short {i} of tiny {c},tiny_{c}" for c in range(6) for i in range(3)]
+    dataset, _ = load_user_dataset(write(tmp_path, "mixed.csv", "\n".join(rows) + "\n"), n_way=3)
+    # 12 classes, but only 6 have the 6 examples an episode needs: 3 + 3 of those, the tiny ones in train.
+    assert split_sizes(dataset) == [9, 0, 3] and set(dataset.class_splits["test"]) < {f"class_{c}" for c in range(6)}
+    assert "6 classes with fewer than 6 examples" in dataset.split_note
 
 
 def test_few_classes_become_a_shared_class_dataset_with_a_warning(tmp_path):
-    dataset, warnings = load_user_dataset(write(tmp_path, "sentiment.csv", make_csv(3, 10)))
-    assert isinstance(dataset, SharedClassDataset)
+    dataset, warnings = load_user_dataset(write(tmp_path, "sentiment.csv", make_csv(3, 20)))
+    assert isinstance(dataset, SharedClassDataset) and split_sizes(dataset) == [3, 0, 3]
     train, test = examples_for_split(dataset, "train"), examples_for_split(dataset, "test")
-    assert len(train) == 24 and len(test) == 6 and not set(train) & set(test)
-    assert any("80/20" in warning for warning in warnings)
+    assert len(train) == 42 and len(test) == 18 and not set(train) & set(test)
+    assert "fewer than the 5 that 5-way episodes need: choose N ≤ 3" in warnings[0]
+
+
+def test_split_policy_is_seeded(tmp_path):
+    content = make_csv(6, 10)
+    first, _ = load_user_dataset(content.encode(), filename="a.csv")
+    again, _ = load_user_dataset(content.encode(), filename="b.csv")
+    assert first.example_splits == again.example_splits
+    three_way = [load_user_dataset(content.encode(), filename="c.csv", n_way=3)[0].class_splits for _ in range(2)]
+    assert three_way[0] == three_way[1]
 
 
 def test_bytes_uploads_in_csv_and_jsonl(tmp_path):
@@ -145,6 +199,24 @@ def test_common_synonym_is_suggested(tmp_path):
     assert "Did you mean 'sentence'" in message and "Did you mean 'category'" in message
 
 
+def test_label_suggestion_is_never_the_text_column(tmp_path):
+    # "intent" is spelled closer to "text" than to "label", but "text" is already the text column.
+    message = error_message(tmp_path, "held.csv", make_csv(6, 3), label_column="intent")
+    assert "Did you mean 'label'? Choose it as the label column" in message and "'text'?" not in message
+    message = error_message(tmp_path, "si.csv", make_csv(6, 3, header="sentence,intent"))
+    assert "no text column named 'text'. Did you mean 'sentence'?" in message
+    assert "no label column named 'label'. Did you mean 'intent'?" in message
+
+
+def test_unusual_column_names_are_suggested_by_what_their_cells_hold(tmp_path):
+    rows = ["row_id,comment,gold"] + [
+        f"{i},this is a fairly long free-text comment number {i},{'yes' if i % 3 else 'no'}" for i in range(12)
+    ]
+    message = error_message(tmp_path, "odd.csv", "\n".join(rows) + "\n")
+    assert "no text column named 'text'. Did you mean 'comment'?" in message  # the longest cells
+    assert "no label column named 'label'. Did you mean 'gold'?" in message  # few values that repeat
+
+
 def test_empty_texts_name_their_lines(tmp_path):
     content = "text,label\nfine,a\n,b\nalso fine,a\n   ,c\n"
     message = error_message(tmp_path, "holes.csv", content)
@@ -175,10 +247,14 @@ def test_small_classes_are_named_with_counts(tmp_path):
     content = (
         "text,label\n" + "".join(f"t{i},big\n" for i in range(20)) + "".join(f"s{i},tiny\n" for i in range(4))
     )
-    dataset, _ = load_user_dataset(write(tmp_path, "small.csv", content))
+    dataset, _ = load_user_dataset(write(tmp_path, "small.csv", content), n_way=2, k_shot=5, n_query=5)
     with pytest.raises(DataError) as error:
+        check_episode_feasibility(dataset, n_way=2, k_shot=5, n_query=5, split="test")
+    assert "'tiny' (4)" in str(error.value) and "10 examples" in str(error.value)  # the class's real size
+    with pytest.raises(DataError) as error:  # a class too small for any episode is not in train at all
         check_episode_feasibility(dataset, n_way=2, k_shot=5, n_query=5, split="train")
-    assert "'tiny' (3)" in str(error.value) and "10 examples" in str(error.value)
+    assert "only 1 class (big)" in str(error.value) and "Use data with more classes" in str(error.value)
+    assert "split between them" in str(error.value)
 
 
 def test_feasibility_rejects_bad_parameters_and_empty_split(tmp_path):

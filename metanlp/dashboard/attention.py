@@ -104,7 +104,8 @@ def task_sentences(config: dict, uploads_root: str | None = None, limit: int = 1
             path = Path(config.get("data_file") or "").resolve()
             if uploads_root is None or Path(uploads_root).resolve() not in path.parents:
                 return sentences
-            dataset, _ = load_user_dataset(path, **(config.get("data_options") or {}))
+            shape = {key: config[key] for key in ("n_way", "k_shot", "n_query") if key in config}  # as the run split it
+            dataset, _ = load_user_dataset(path, **{**(config.get("data_options") or {}), **shape})
         else:
             dataset = load_dataset(config.get("dataset", ""), config.get("split_id"))
     except DataError:

@@ -12,7 +12,7 @@ from numbers import Integral
 
 from metanlp.data.errors import DataError
 from metanlp.data.messages import listing
-from metanlp.data.registry import examples_for_split
+from metanlp.data.registry import SharedClassDataset, examples_for_split
 from metanlp.data.types import Example, TextDataset
 
 # (setting, what it means, smallest allowed value)
@@ -80,9 +80,11 @@ def check_texts_feasible(
     if not counts:
         raise EpisodeSettingsError(f"{where.capitalize()} has no classes, so no episodes can be drawn from it.", "dataset")
     if len(counts) < n_way:
+        classes = f"{len(counts)} class" if len(counts) == 1 else f"{len(counts)} classes"
+        choice = f"Choose N ≤ {len(counts)}, or use" if len(counts) >= 2 else "Use"
         raise EpisodeSettingsError(
-            f"{where.capitalize()} has only {len(counts)} classes ({listing(sorted(counts))}), but {n_way}-way "
-            f"episodes need {n_way}. Choose N ≤ {len(counts)}, or use data with more classes.",
+            f"{where.capitalize()} has only {classes} ({listing(sorted(counts))}), but {n_way}-way "
+            f"episodes need {n_way}. {choice} data with more classes.",
             "n_way",
         )
     needed = k_shot + n_query
@@ -118,5 +120,22 @@ def check_feasible(examples: list[Example], n_way: int, k_shot: int, n_query: in
 
 
 def check_split_feasible(dataset: TextDataset, split: str, n_way: int, k_shot: int, n_query: int) -> None:
-    """``check_feasible`` on the examples an episode of ``split`` may draw from (``DataError`` for an unknown split)."""
-    check_feasible(examples_for_split(dataset, split), n_way, k_shot, n_query, split)
+    """``check_feasible`` on the examples an episode of ``split`` may draw from (``DataError`` for an unknown split).
+
+    When the dataset shares its classes between splits, a class holds only part of its examples in
+    each split; the message says so, since the file's class sizes alone would look big enough.
+    """
+    examples = examples_for_split(dataset, split)
+    try:
+        check_feasible(examples, n_way, k_shot, n_query, split)
+    except EpisodeSettingsError as error:
+        split_lacks_classes = len({example.label for example in examples}) < len(dataset.labels())
+        if not isinstance(dataset, SharedClassDataset) or error.field == "dataset" or (
+            error.field == "n_way" and not split_lacks_classes
+        ):
+            raise
+        raise EpisodeSettingsError(
+            f"{error} The classes of this dataset are shared by train and test and each class's examples are "
+            f"split between them, so the {split} split holds only part of each class.",
+            error.field,
+        ) from None

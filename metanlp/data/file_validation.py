@@ -19,15 +19,22 @@ _COMMON_NAMES = {
     "text": ("text", "sentence", "utterance", "content", "review", "document", "body", "question", "query"),
     "label": ("label", "labels", "category", "class", "intent", "target", "topic", "relation", "tag", "y"),
 }
+_SAMPLE_ROWS = 500  # rows read to judge what a column holds
 
 
-def check_columns(wanted: dict[str, str], found: list[str]) -> None:
-    """Raise ``DataError`` unless every wanted column (role → name) exists, suggesting the likely one."""
+def check_columns(wanted: dict[str, str], table: Table) -> None:
+    """Raise ``DataError`` unless every wanted column (role → name) exists, suggesting the likely one.
+
+    A suggestion is never a column that already plays another role (the text column is never
+    offered as the label), so each role gets its own, most plausible column.
+    """
+    found = table.columns
     problems = []
     for role, column in wanted.items():
         if column in found:
             continue
-        suggestion = _suggest_column(column, role, found)
+        taken = {name for other, name in wanted.items() if other != role and name in found}
+        suggestion = suggest_column(column, role, [name for name in found if name not in taken], table)
         hint = f" Did you mean '{suggestion}'? Choose it as the {role} column." if suggestion else ""
         problems.append(f"There is no {role} column named '{column}'.{hint}")
     if problems:
@@ -35,16 +42,37 @@ def check_columns(wanted: dict[str, str], found: list[str]) -> None:
         raise DataError(" ".join(problems) + f" Columns found: {columns}.")
 
 
-def _suggest_column(column: str, role: str, found: list[str]) -> str | None:
-    by_lower = {name.lower(): name for name in found}
+def suggest_column(column: str, role: str, candidates: list[str], table: Table) -> str | None:
+    """The candidate most likely meant for ``role``: same name in another case, a usual name for the
+    role, a close spelling, then what the cells look like (labels repeat, texts are long and varied)."""
+    by_lower = {name.lower(): name for name in candidates}
     if column.lower() in by_lower:
         return by_lower[column.lower()]
-    close = difflib.get_close_matches(column.lower(), list(by_lower), n=1, cutoff=0.6)
+    usual_elsewhere = {name for other, names in _COMMON_NAMES.items() if other != role for name in names}
+    for usual in _COMMON_NAMES.get(role, ()):
+        if usual in by_lower:
+            return by_lower[usual]
+    plausible = {lower: name for lower, name in by_lower.items() if lower not in usual_elsewhere}
+    close = difflib.get_close_matches(column.lower(), list(plausible), n=1, cutoff=0.6)
     if close:
-        return by_lower[close[0]]
-    for common in _COMMON_NAMES.get(role, ()):
-        if common in by_lower:
-            return by_lower[common]
+        return plausible[close[0]]
+    return _looks_like(role, list(plausible.values()), table)
+
+
+def _looks_like(role: str, candidates: list[str], table: Table) -> str | None:
+    """By content: the label is the column with the fewest distinct values (2 or more, repeating);
+    the text the one with the longest cells."""
+    rows = table.rows[:_SAMPLE_ROWS]
+    cells = {name: [row.cells.get(name, "").strip() for row in rows] for name in candidates}
+    cells = {name: [value for value in values if value] for name, values in cells.items()}
+    if role == "label":
+        repeating = {
+            name: len(set(values)) for name, values in cells.items() if 2 <= len(set(values)) <= len(values) / 2
+        }
+        return min(repeating, key=lambda name: (repeating[name], candidates.index(name)), default=None)
+    if role == "text":
+        lengths = {name: sum(map(len, values)) / len(values) for name, values in cells.items() if values}
+        return max(lengths, key=lambda name: (lengths[name], -candidates.index(name)), default=None)
     return None
 
 

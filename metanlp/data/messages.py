@@ -17,9 +17,9 @@ def row_positions(unit: str, positions: list[int]) -> str:
     return f"{len(positions)} {unit}{plural} ({unit}{plural} {listing(positions)})"
 
 
-def count(n: int, noun: str) -> str:
-    """'1 text' or '3 texts'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 text' or '3 texts' ('2 classes' with ``plural="classes"``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def short(text: str, width: int = 60) -> str:

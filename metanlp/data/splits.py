@@ -8,6 +8,7 @@ the class names, shuffle them with ``random.Random(seed)``, cut them into train 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from metanlp.data.errors import DataError
 
@@ -64,6 +65,19 @@ def split_examples_per_class(labels: list[str], train_fraction: float, seed: int
     For classes whose few labels all appear in every split: the examples are split instead, about
     ``train_fraction`` of each class to train, and every class with 2+ examples keeps a test example.
     """
+
+    def test_count(size: int) -> int:
+        return size - min(size - 1, round(size * train_fraction)) if size > 1 else 0
+
+    return split_examples_by_count(labels, test_count, seed)
+
+
+def split_examples_by_count(labels: list[str], test_count: Callable[[int], int], seed: int = SEED) -> list[str]:
+    """Seeded split tag ("train" or "test") per example: ``test_count(size)`` of each class go to test.
+
+    Classes are visited in sorted order and each one's examples shuffled by one ``random.Random(seed)``,
+    so the tags depend only on the labels (in file order) and the seed.
+    """
     rng = random.Random(seed)
     indices_by_label: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
@@ -72,7 +86,36 @@ def split_examples_per_class(labels: list[str], train_fraction: float, seed: int
     for label in sorted(indices_by_label):
         indices = indices_by_label[label]
         rng.shuffle(indices)
-        n_train = min(len(indices) - 1, round(len(indices) * train_fraction)) if len(indices) > 1 else 1
-        for index in indices[n_train:]:
+        n_test = max(0, min(len(indices), test_count(len(indices))))
+        for index in indices[len(indices) - n_test :]:
             splits[index] = "test"
     return splits
+
+
+def episode_test_count(size: int, needed: int, test_fraction: float = 0.2) -> int:
+    """How many of a class's ``size`` examples go to test so that test episodes can use the class.
+
+    ``needed`` = K + queries, what one episode draws from a class. Test gets ``needed`` (or
+    ``test_fraction`` of a big class); train keeps the rest, which is ``needed`` or more only when the
+    class has 2 × ``needed``. A class smaller than ``needed`` fits no episode in either split: it goes
+    to test whole, so a message about the test split shows the class's real size.
+    """
+    if size < needed:
+        return size
+    return max(needed, round(size * test_fraction)) if size >= 2 * needed else needed
+
+
+def episode_class_split_sizes(n_classes: int, n_way: int, fraction: float = 0.2) -> tuple[int, int, int] | None:
+    """Train/val/test class counts in which every non-empty split holds ``n_way`` classes or more.
+
+    Val and test get ``fraction`` of the classes (at least ``n_way`` each), train the rest; with fewer
+    than 3 × ``n_way`` classes val stays empty. None below 2 × ``n_way`` classes: then no class-disjoint
+    split can serve ``n_way``-way episodes in both training and testing.
+    """
+    if n_classes < 2 * n_way:
+        return None
+    held_out = max(n_way, round(n_classes * fraction))
+    if n_classes - 2 * held_out >= n_way:
+        return n_classes - 2 * held_out, held_out, held_out
+    test = max(n_way, min(held_out, n_classes - n_way))
+    return n_classes - test, 0, test

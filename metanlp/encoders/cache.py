@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -85,6 +87,33 @@ def shared_cache(encoder: Encoder) -> EmbeddingCache:
     if encoder not in _SHARED:
         _SHARED[encoder] = EmbeddingCache(encoder)
     return _SHARED[encoder]
+
+
+_UNCHANGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def memoise_while_unchanged(encoder: Encoder) -> Iterator[EmbeddingCache]:
+    """Within the block, ``unchanged_weights_cache(encoder)`` memoises a trainable encoder's embeddings.
+
+    An evaluation leaves the weights as they are, so each distinct sentence needs encoding once, not
+    once per episode. Should the weights change in place all the same, the cache empties itself (its
+    weights-version check); a copy of the encoder (per-task fine-tuning) is not covered.
+    """
+    previous = _UNCHANGED.get(encoder)
+    cache = _UNCHANGED[encoder] = EmbeddingCache(encoder)
+    try:
+        yield cache
+    finally:
+        if previous is None:
+            _UNCHANGED.pop(encoder, None)
+        else:
+            _UNCHANGED[encoder] = previous
+
+
+def unchanged_weights_cache(encoder: Encoder) -> EmbeddingCache | None:
+    """The cache of a ``memoise_while_unchanged`` block around ``encoder``, if one is open."""
+    return _UNCHANGED.get(encoder)
 
 
 def share_cache(original: Encoder, copy: Encoder) -> None:

@@ -26,6 +26,7 @@ import torch
 
 from metanlp.data.errors import DataError
 from metanlp.data.registry import available_names
+from metanlp.data.types import TextDataset
 from metanlp.encoders import check_encoder_options
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError, build_options
@@ -98,15 +99,16 @@ def check_run_config(config: RunConfig) -> RunConfig:
     return config
 
 
-def check_run_data(config: RunConfig) -> list[str]:
+def check_run_data(config: RunConfig, loaded: tuple[TextDataset, list[str]] | None = None) -> list[str]:
     """Read the config's data and check its splits can supply its episodes, before a run exists.
 
     A bad user file or an impossible N-way K-shot task is the user's input to fix, not a failed
     run: callers refuse it up front (raises ``DataError``). Returns the data's warnings.
+    ``loaded`` is ``load_run_dataset(config)`` when the caller has it already.
     """
     from metanlp.engine.training import load_run_dataset, make_sampler
 
-    dataset, warnings = load_run_dataset(config)
+    dataset, warnings = loaded or load_run_dataset(config)
     splits = (["train"] if config.train_steps else []) + ([] if config.episodes_file else ["test"])
     for split in splits:
         make_sampler(dataset, split, config, seed=config.seed)  # raises DataError naming the constraint
