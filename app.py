@@ -10,8 +10,10 @@ import streamlit as st
 
 from metanlp.dashboard import state
 from metanlp.dashboard.run_view import runs_table
+from metanlp.dashboard.store_fault import show_store_error
 from metanlp.dashboard.text import plain_markdown
 from metanlp.device import describe_device, resolve_device
+from metanlp.runs.store import StoreError
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 ICON = Path(__file__).resolve().parent / "metanlp" / "dashboard" / "icon.png"
@@ -84,4 +86,7 @@ navigation = st.navigation(
     [st.Page(home, title="Home", icon=":material/home:", default=True)]
     + [st.Page(path, title=title, icon=icon) for path, title, icon in PAGES]
 )
-navigation.run()
+try:
+    navigation.run()
+except StoreError as error:  # any page, any store call: an error box that says what to do, not a traceback
+    show_store_error(error)

@@ -269,3 +269,31 @@ def test_execute_run_turns_errors_into_failed_runs_with_one_line_messages(store)
     assert record.error.startswith("TypeError:") and "not_an_option" in record.error
     assert "Traceback" in record.traceback
     assert not store.checkpoint_dir(broken).exists()
+
+
+def test_opening_an_existing_store_takes_no_write_lock(store):
+    # The dashboard, its workers and the CLI open the store all the time: while one of them is
+    # writing, another must still open and read at once instead of waiting for the write lock.
+    run_id = store.create_run(tiny_config())
+    writer = sqlite3.connect(store.db_path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        reopened = RunStore(store.root, timeout=0.5)
+        assert [record.id for record in reopened.list_runs()] == [run_id]
+        assert time.monotonic() - started < 0.5
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_a_new_run_never_takes_over_a_folder_left_without_a_row(store, monkeypatch):
+    import metanlp.runs.queue as queue_module
+
+    stray = store.run_dir("0123456789ab")
+    stray.mkdir(parents=True)
+    (stray / "config.json").write_text("{}", encoding="utf-8")
+    ids = iter(["0123456789ab", "ba9876543210"])
+    monkeypatch.setattr(queue_module.secrets, "token_hex", lambda size: next(ids))
+    assert store.create_run(tiny_config()) == "ba9876543210"
+    assert (stray / "config.json").read_text(encoding="utf-8") == "{}"

@@ -2,7 +2,9 @@
 
 Every process (dashboard, workers, CLI) opens its own short-lived connection per operation, so
 the store is safe across threads and processes and a killed writer never leaves a lock behind.
-The queue, the event writer and the read models all go through one ``RunDatabase``.
+The queue, the event writer and the read models all go through one ``RunDatabase``. Every
+connection waits up to ``timeout`` seconds for another process's lock, and every SQLite or
+file-system fault leaves as a ``StoreError`` that names the file and what to do (``faults.py``).
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from metanlp.runs.faults import StoreError, store_fault
+
 RUNS_DIR_ENV = "METANLP_RUNS_DIR"
 DATABASE_FILE = "runs.sqlite"
 METRIC_COLUMNS = ("step", "phase", "inner_step", "support_loss", "query_loss", "query_accuracy", "lr", "elapsed")
 SCHEMA_VERSION = 1
+DEFAULT_TIMEOUT_SECONDS = 30.0  # how long an operation waits for another process's lock
 
 # Run ids are generated here and checked everywhere: nothing else may become a path component.
 RUN_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
@@ -75,6 +81,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_run ON messages (run_id);
 """
 EVENT_TABLES = ("steps", "validations", "attention", "episode_results", "messages")
+TABLES = ("runs", *EVENT_TABLES)
 
 
 class RunNotFound(ValueError):
@@ -120,26 +127,84 @@ def _json_default(value: Any) -> Any:
 
 
 class RunDatabase:
-    """``<root>/runs.sqlite`` (WAL mode) plus ``<root>/runs/<run id>/`` folders, created on first use."""
+    """``<root>/runs.sqlite`` (WAL mode) plus ``<root>/runs/<run id>/`` folders, created on first use.
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    ``create=False`` creates nothing and connects read-only (the doctor's look: even a damaged
+    file stays byte for byte as it was).
+    """
+
+    def __init__(
+        self, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, create: bool = True
+    ) -> None:
         self.root = Path(root) if root is not None else default_runs_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "runs").mkdir(exist_ok=True)
         self.db_path = self.root / DATABASE_FILE
+        self.timeout = float(timeout)
+        self.read_only = not create
+        if create:
+            with self.faults():
+                self.root.mkdir(parents=True, exist_ok=True)
+                (self.root / "runs").mkdir(exist_ok=True)
+            self._create_schema()
+
+    @contextmanager
+    def faults(self) -> Iterator[None]:
+        """Turn SQLite and file-system errors into a ``StoreError`` naming the file and the fix."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as error:
+            fault = store_fault(error, self.root, self.db_path, self.timeout)
+            if fault is None:
+                raise
+            raise fault from error
+
+    def _create_schema(self) -> None:
+        """Tables and WAL mode, unless already there: a second opener changes nothing and takes no write lock."""
         with self.connect() as connection:
-            connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+            if self.schema_ready(connection):
+                return
+            self._use_wal(connection)
             connection.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+
+    @staticmethod
+    def schema_ready(connection: sqlite3.Connection) -> bool:
+        """Whether every table exists, at this schema version, in WAL mode."""
+        names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        return set(TABLES) <= names and version == SCHEMA_VERSION and str(mode).lower() == "wal"
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch to WAL (readers never block the writer, nor it them), waiting out other openers.
+
+        SQLite answers "locked" at once, without its busy wait, when another connection is midway
+        through a write (e.g. a second process creating the schema), so this waits by itself.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL").fetchall()
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         """A fresh connection in autocommit mode (reads); ``write`` wraps it in a transaction."""
-        connection = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
-        try:
-            yield connection
-        finally:
-            connection.close()
+        with self.faults():
+            if self.read_only:
+                uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
+                connection = sqlite3.connect(uri, timeout=self.timeout, isolation_level=None, uri=True)
+            else:
+                connection = sqlite3.connect(self.db_path, timeout=self.timeout, isolation_level=None)
+            try:
+                connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
+                yield connection
+            finally:
+                connection.close()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -149,7 +214,7 @@ class RunDatabase:
             try:
                 yield connection
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
             connection.execute("COMMIT")
 
@@ -170,6 +235,14 @@ class RunDatabase:
 
     def checkpoint_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "checkpoint"
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (it does after a full disk or an I/O
+    error), so that the error the caller sees is the one that happened, not "no transaction"."""
+    if connection.in_transaction:
+        with suppress(sqlite3.Error):  # closing the connection rolls back too
+            connection.execute("ROLLBACK")
 
 
 class StoreRoom:

@@ -85,7 +85,14 @@ class RunQueue(StoreRoom):
         fingerprint = process_fingerprint(claimed_by) if claimed_by is not None else None
         for _ in range(8):
             run_id = secrets.token_hex(6)
+            folder = self.database.run_dir(run_id)
+            if folder.exists():
+                continue  # an id collision (1 in 2^48 per pair), or a folder left behind by a lost row
             try:
+                # The folder first: a run whose files cannot be written must not be queued.
+                with self.database.faults():
+                    folder.mkdir(parents=True)
+                    (folder / "config.json").write_text(json.dumps(config_dict, indent=2), encoding="utf-8")
                 with self.database.write() as connection:
                     connection.execute(
                         "INSERT INTO runs (id, name, config, status, created_at, started_at, progress, worker_pid,"
@@ -94,10 +101,11 @@ class RunQueue(StoreRoom):
                          now if claimed_by is not None else None, claimed_by, fingerprint),
                     )
             except sqlite3.IntegrityError:
-                continue  # an id collision: 1 in 2^48 per pair, but cheap to handle
-            folder = self.database.run_dir(run_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "config.json").write_text(json.dumps(config_dict, indent=2), encoding="utf-8")
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             return run_id
         raise RuntimeError("could not generate a unique run id")
 

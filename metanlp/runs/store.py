@@ -18,6 +18,7 @@ from pathlib import Path
 
 from metanlp.runs.database import (
     DATABASE_FILE,
+    DEFAULT_TIMEOUT_SECONDS,
     METRIC_COLUMNS,
     RUN_ID_PATTERN,
     RUNS_DIR_ENV,
@@ -29,6 +30,7 @@ from metanlp.runs.database import (
     validate_run_id,
 )
 from metanlp.runs.events import EventLog
+from metanlp.runs.faults import StoreCorrupted, StoreError
 from metanlp.runs.queue import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -44,6 +46,7 @@ from metanlp.runs.read_models import AttentionSnapshot, RunReadModels
 __all__ = [
     "ACTIVE_STATUSES",
     "DATABASE_FILE",
+    "DEFAULT_TIMEOUT_SECONDS",
     "FINISHED_STATUSES",
     "MAX_NAME_LENGTH",
     "METRIC_COLUMNS",
@@ -56,6 +59,8 @@ __all__ = [
     "RunNotFound",
     "RunRecord",
     "RunStore",
+    "StoreCorrupted",
+    "StoreError",
     "clean_name",
     "default_run_name",
     "default_runs_dir",
@@ -67,10 +72,12 @@ class RunStore(RunQueue, EventLog, RunReadModels):
     """Runs, their metrics, attention snapshots and evaluations, in ``<root>/runs.sqlite``.
 
     Callers that need only one part may build it on a ``RunDatabase`` (e.g. ``RunQueue(database)``).
+    Every fault of the folder, the disk or the database raises ``StoreError`` (``StoreCorrupted``
+    for a damaged database); ``timeout`` is how long an operation waits for another process's lock.
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        super().__init__(RunDatabase(root))
+    def __init__(self, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        super().__init__(RunDatabase(root, timeout))
 
     @property
     def root(self) -> Path:
