@@ -18,11 +18,12 @@ USER_ERRORS = (DataError, ConfigError, OptionError)
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message is the whole story for a user: one line, exit code 2, no traceback."""
+    from metanlp.encoders.embedding_file import EmbeddingFileError
     from metanlp.engine.checkpoint import CheckpointError
     from metanlp.runs import InvalidRunId, RunNotFound
     from metanlp.runs.store import StoreError
 
-    return (*USER_ERRORS, InvalidRunId, RunNotFound, StoreError, CheckpointError)
+    return (*USER_ERRORS, InvalidRunId, RunNotFound, StoreError, CheckpointError, EmbeddingFileError)
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -181,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--section", help="marked section of the report to rewrite (default: 'bench', "
                        "or 'bench-quick' with --quick); charts are named after it")
     bench.add_argument("--no-progress", action="store_true")
+    bench.add_argument(
+        "--embedding-cache", metavar="FILE",
+        help="keep the frozen encoder's sentence embeddings in FILE between bench commands (read if it exists, "
+        "written at the end); refused if it was made by another encoder",
+    )
     return parser
 
 
@@ -499,7 +505,8 @@ def command_bench(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
     try:
-        report = run_bench(settings, store, on_progress)
+        embedding_file = Path(args.embedding_cache) if args.embedding_cache else None
+        report = run_bench(settings, store, on_progress, embedding_file=embedding_file)
     finally:
         if bar is not None:
             bar.close()

@@ -16,6 +16,7 @@ from metanlp.bench.memory import PeakMemory
 from metanlp.bench.plan import BenchSettings, bench_configs, cell_name, seed_group_key
 from metanlp.data.episodes import save_episodes
 from metanlp.device import describe_device, resolve_device
+from metanlp.encoders.embedding_file import load_embeddings, save_embeddings
 from metanlp.engine import EncoderPool, RunConfig
 from metanlp.engine.training import evaluation_episodes, load_run_dataset
 from metanlp.runs.store import RunStore
@@ -32,6 +33,7 @@ class BenchReport:
     single_run: list[str] = field(default_factory=list)  # cell names of seeds skipped: nothing was meta-trained
     seconds: float = 0.0
     embedding_seconds: dict[str, float] = field(default_factory=dict)  # 'encoder:episode file' → seconds
+    embeddings_loaded: int = 0  # sentences whose embeddings came from the embedding file
 
 
 def episodes_path(store: RunStore, config: RunConfig) -> Path:
@@ -103,15 +105,33 @@ def run_bench(
     store: RunStore,
     on_progress: ProgressCallback | None = None,
     encoder_pool: EncoderPool | None = None,
+    embedding_file: Path | None = None,
 ) -> BenchReport:
     """Run every cell of ``settings`` not already finished in ``store``.
 
     An interrupted bench resumes where it stopped: finished cells are found by their key
     (everything that determines the result) and skipped; an unfinished cell starts over.
+    ``embedding_file`` keeps the frozen encoder's embeddings between bench commands (read at the
+    start when it exists, written at the end), so a rerun does not embed every sentence again.
     """
     started = time.perf_counter()
     pool = encoder_pool or EncoderPool()
-    report = BenchReport()
+    frozen = None if settings.encoder == "scratch" else pool.pristine(settings.encoder, settings.encoder_options)
+    loaded = load_embeddings(frozen, embedding_file) if embedding_file is not None and frozen is not None else 0
+    report = BenchReport(embeddings_loaded=loaded)
+    try:
+        _run_cells(settings, store, pool, report, on_progress)
+    finally:  # an interrupted bench keeps what it embedded
+        if embedding_file is not None and frozen is not None:
+            save_embeddings(frozen, embedding_file)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run_cells(
+    settings: BenchSettings, store: RunStore, pool: EncoderPool, report: BenchReport,
+    on_progress: ProgressCallback | None,
+) -> None:
     configs = bench_configs(settings)
     not_meta_trained: set[str] = set()  # seed groups whose first seed did not meta-train
     finished_before = finished_cells(store)
@@ -135,5 +155,4 @@ def run_bench(
             not_meta_trained.add(group)
         if on_progress:
             on_progress(index + 1, len(configs), config, status)
-    report.seconds = time.perf_counter() - started
-    return report
+

@@ -114,6 +114,10 @@ class EncoderPool:
             self._pristine[key] = build_encoder(name, **options)
         return self._pristine[key]
 
+    def pristine(self, name: str, options: dict) -> Encoder:
+        """The pooled encoder itself (never trained): its shared cache is the one every copy reads."""
+        return self._pristine_encoder(name, options)
+
     def get(self, name: str, options: dict, seed: int) -> Encoder:
         if name == "scratch":  # cheap, and its initial weights must follow the run's seed
             torch.manual_seed(seed)
