@@ -19,7 +19,7 @@ from metanlp.dashboard.forms import (
     validate_run_form,
 )
 from metanlp.dashboard.run_view import ACTIVE_STATUSES, REFRESH_SECONDS, run_progress
-from metanlp.dashboard.store_fault import guard_store
+from metanlp.dashboard.store_fault import guard_store, show_store_error
 from metanlp.dashboard.text import plain_markdown
 from metanlp.dashboard.widgets import FieldMessages, option_widget
 from metanlp.data.errors import DataError
@@ -28,6 +28,7 @@ from metanlp.data.user_data import DEFAULT_K_SHOT, DEFAULT_N_QUERY, DEFAULT_N_WA
 from metanlp.device import describe_device, resolve_device
 from metanlp.engine.config import NO_META_TRAINING, ConfigError
 from metanlp.methods import OptionError, get_method_class, method_cards, would_meta_learn
+from metanlp.runs.store import StoreError
 
 FOLDED_FIELDS = ("eval_every", "val_episodes", "eval_seed", "attention_text")  # inside "More settings"
 BUILT_IN, UPLOADED = "Built-in dataset", "Upload a CSV / JSONL file"
@@ -232,10 +233,13 @@ if st.button("Launch", type="primary", disabled=not ready):
     config = result.config
     try:
         if config.dataset == "user":
-            config.data_file = str(save_upload(state.runs_root(), upload.getvalue(), upload.name))
+            with manager.store.database.faults():  # a full or read-only runs folder: a StoreError that says so
+                config.data_file = str(save_upload(state.runs_root(), upload.getvalue(), upload.name))
         run_id = manager.submit(config, name=config.name)
     except (ConfigError, DataError, OptionError) as error:
         st.error(plain_markdown(error), icon=":material/warning:")
+    except StoreError as error:
+        show_store_error(error)
     else:
         st.session_state[state.LAST_LAUNCHED] = run_id
         st.session_state[state.SELECTED_RUNS] = [run_id]

@@ -7,18 +7,26 @@ from metanlp.dashboard.access import write_access
 from metanlp.dashboard.charts import training_curves
 from metanlp.dashboard.run_view import (
     STATUS_ICONS,
+    change_tags,
     clean_run_ids,
     config_json,
+    filter_runs,
+    forget_tags,
     format_duration,
     latest_values,
+    load_tags,
     metrics_csv,
+    no_curve_message,
     refresh_seconds,
     run_label,
     run_progress,
+    run_title,
     runs_table,
     training_seconds,
 )
+from metanlp.dashboard.store_fault import guard_store
 from metanlp.dashboard.text import plain_markdown
+from metanlp.dashboard.widgets import WRAP_TAGS, run_filter_form, runs_table_columns, text_row_height
 from metanlp.engine.config import NO_META_TRAINING
 
 st.title("Runs")
@@ -27,46 +35,59 @@ store = state.run_store()
 manager = state.run_manager()
 manager.poll()
 records = store.list_runs()
-can_change = write_access("cancel or delete runs")
+can_change = write_access("cancel, tag or delete runs")
 if not records:
     st.info("No runs yet. Launch one from the Train page.")
     st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
+tags = load_tags(store.root)
 labels = {record.id: run_label(record) for record in records}
+with st.expander("Filter and search", icon=":material/filter_list:"):
+    run_filter = run_filter_form(records, tags, state.RUNS_FILTERS)
+matching = filter_runs(records, run_filter, tags)
 requested = clean_run_ids(st.query_params.get_all("run"))
 current = clean_run_ids(st.session_state.get(state.SELECTED_RUNS, []))
 if requested and st.session_state.get(state.RUNS_QUERY_SEEN) != requested:
     current = requested  # arriving from a link: show that run (once; the user may change it)
     st.session_state[state.RUNS_QUERY_SEEN] = requested
-st.session_state[state.SELECTED_RUNS] = [run_id for run_id in current if run_id in labels] or [records[0].id]
-left, right = st.columns([4, 1])
-selected = left.multiselect(
+listed = [record.id for record in matching]
+options = listed + [run_id for run_id in requested if run_id in labels and run_id not in listed]  # a link's run stays
+if run_filter.active:
+    st.caption(f"{len(matching)} of {len(records)} runs match the filter.")
+if not options:
+    st.info("No run matches the filter.", icon=":material/filter_list_off:")
+    st.stop()
+st.session_state[state.SELECTED_RUNS] = [run_id for run_id in current if run_id in options] or options[:1]
+selected = st.multiselect(
     "Runs to show (pick several to compare them on one chart)",
-    list(labels),
+    options,
     format_func=labels.get,
     key=state.SELECTED_RUNS,
+    **WRAP_TAGS,
 )
 smoothing = int(
-    right.number_input(
+    st.columns(4)[0].number_input(
         "Running mean (steps)", 0, 1000, 10, key=state.RUNS_SMOOTHING,
         help="Each step is one random episode, so raw curves are noisy; 0 or 1 draws them as they are.",
     )
 )
-
-with st.expander(f"All runs ({len(records)})"):
-    st.dataframe(runs_table(records), hide_index=True, width="stretch")
 
 
 def run_panel(record, metrics) -> None:
     """Status, progress, result and the run's buttons."""
     progress = run_progress(record, train_seconds=training_seconds(metrics))
     with st.container(border=True):
-        st.markdown(f"{STATUS_ICONS.get(record.status, '')} **{plain_markdown(record.name)}** · `{record.id}` · {record.status}")
+        st.markdown(f"{STATUS_ICONS.get(record.status, '')} **{plain_markdown(run_title(record))}** · `{record.id}` · {record.status}")
+        if tags.get(record.id):
+            st.caption("Tags: " + plain_markdown(", ".join(tags[record.id])))
         if record.is_active:
             st.progress(progress.fraction, text=plain_markdown(progress.text))
-        if record.error:
-            st.error(plain_markdown(record.error), icon=":material/error:")
+        if record.error or record.status == "failed":
+            st.error(plain_markdown(record.error or "The run failed without a message."), icon=":material/error:")
+        if record.traceback:
+            with st.expander("Traceback (for developers)"):
+                st.code(record.traceback, language=None)
         for warning in store.warnings(record.id):
             st.warning(plain_markdown(warning))
         for notice in store.notices(record.id):
@@ -98,6 +119,7 @@ def run_panel(record, metrics) -> None:
             st.rerun(scope="app")
         if buttons[3].button("Delete", key=f"delete_{record.id}", disabled=not can_change):
             manager.delete(record.id)
+            forget_tags(store.root, [record.id])
             st.rerun(scope="app")
 
 
@@ -131,7 +153,7 @@ def live_view(run_ids: list[str], interval: float | None) -> None:
     elif shown and all(store.notices(record.id) for record in shown):
         st.caption(f"{NO_META_TRAINING.capitalize()}: no training curve to draw (see below).")
     else:
-        st.caption("No training steps recorded yet: the curves appear with the first step.")
+        st.caption(no_curve_message(shown))
     for record in shown:
         run_panel(record, metrics[record.id])
     if interval is not None and refresh_seconds(shown) != interval:
@@ -139,4 +161,81 @@ def live_view(run_ids: list[str], interval: float | None) -> None:
 
 
 interval = refresh_seconds(selected_records(selected))
-st.fragment(run_every=interval)(live_view)(selected, interval)
+st.fragment(run_every=interval)(guard_store(live_view))(selected, interval)
+
+# The table is drawn only when asked for: its grid is a second large script for the browser to
+# load, and on a busy machine it would compete with the first chart.
+count = f"{len(matching)} of {len(records)}" if run_filter.active else f"{len(records)}"
+if st.toggle(f"Table of all runs ({count})", key=state.RUNS_TABLE_SHOWN):
+    st.dataframe(
+        runs_table(matching, tags), hide_index=True, width="stretch", placeholder="—",
+        column_config=runs_table_columns(), row_height=text_row_height(run_title(record) for record in matching),
+    )
+
+
+def pick_all(run_ids: list[str]) -> None:
+    st.session_state[state.RUNS_MANAGED] = run_ids
+
+
+def ask_to_delete() -> None:
+    st.session_state[state.RUNS_CONFIRM_DELETE] = list(st.session_state.get(state.RUNS_MANAGED, []))
+
+
+def delete_runs(run_ids: list[str]) -> None:
+    """Callback of the confirmation: delete each run (active ones are cancelled first), forget their tags."""
+    if not can_change:  # the buttons are disabled then; a crafted click changes nothing either
+        return
+    for run_id in run_ids:
+        try:
+            manager.delete(run_id)
+        except ValueError:  # already deleted (e.g. from another tab)
+            continue
+    forget_tags(store.root, run_ids)
+    st.session_state.pop(state.RUNS_CONFIRM_DELETE, None)
+    st.session_state[state.RUNS_MANAGED] = []
+    st.session_state[state.SELECTED_RUNS] = [
+        run_id for run_id in st.session_state.get(state.SELECTED_RUNS, []) if run_id not in run_ids
+    ]
+
+
+def keep_runs() -> None:
+    st.session_state.pop(state.RUNS_CONFIRM_DELETE, None)
+
+
+def tag_runs(adding: bool) -> None:
+    """Callback: reads the picked runs and the tag now, so a tag typed just before the click counts."""
+    if not can_change:
+        return
+    tag = st.session_state.get(state.RUNS_TAG_INPUT, "")
+    picked_now = st.session_state.get(state.RUNS_MANAGED, [])
+    try:
+        change_tags(store.root, picked_now, add=tag if adding else "", remove="" if adding else tag)
+    except OSError as error:  # e.g. a read-only or full runs folder: say so, keep the page
+        st.toast(f"Could not save the tags in {store.root}: {error.strerror or error}", icon=":material/error:")
+
+
+with st.expander("Tag or delete runs", icon=":material/sell:", expanded=state.RUNS_CONFIRM_DELETE in st.session_state):
+    st.session_state[state.RUNS_MANAGED] = [
+        run_id for run_id in st.session_state.get(state.RUNS_MANAGED, []) if run_id in labels
+    ]
+    picked = st.multiselect("Runs", listed + [run_id for run_id in st.session_state[state.RUNS_MANAGED] if run_id not in listed],
+                            format_func=labels.get, key=state.RUNS_MANAGED, **WRAP_TAGS)
+    st.button(f"Pick all {len(listed)} listed", on_click=pick_all, args=(listed,), disabled=not listed,
+              help="Every run that matches the filter above.")
+    name, add, remove = st.columns([2, 1, 1], vertical_alignment="bottom")
+    name.text_input("Tag", max_chars=40, placeholder="e.g. baseline, lr sweep", key=state.RUNS_TAG_INPUT)
+    add.button("Add tag", on_click=tag_runs, args=(True,), disabled=not (can_change and picked))
+    remove.button("Remove tag", on_click=tag_runs, args=(False,), disabled=not (can_change and picked))
+    pending = st.session_state.get(state.RUNS_CONFIRM_DELETE)
+    if not pending:
+        st.button(f"Delete {len(picked)} run(s)…", on_click=ask_to_delete, disabled=not (can_change and picked),
+                  icon=":material/delete:")
+    else:
+        st.warning(
+            f"Delete {len(pending)} run(s) with their metrics and checkpoints? Active runs are cancelled first. "
+            "This cannot be undone.", icon=":material/warning:",
+        )
+        yes, no = st.columns(2)
+        yes.button(f"Yes, delete {len(pending)} run(s)", type="primary", on_click=delete_runs, args=(pending,),
+                   disabled=not can_change)
+        no.button("Keep them", on_click=keep_runs)

@@ -16,6 +16,7 @@ from metanlp.dashboard.forms import UPLOADS_FOLDER
 from metanlp.dashboard.run_view import run_label, runs_with_checkpoint
 from metanlp.dashboard.text import plain_markdown
 from metanlp.dashboard.widgets import layer_head_selector
+from metanlp.engine.checkpoint import CheckpointError
 
 MAX_SENTENCE = 300
 
@@ -50,7 +51,12 @@ if record is None:
     )
     st.stop()
 
-method = state.run_method(str(store.root), record.id, record.finished_at)
+try:
+    method = state.run_method(str(store.root), record.id, record.finished_at)
+except CheckpointError as error:  # the selector above still offers the other runs and the base model
+    st.error(plain_markdown(error), icon=":material/broken_image:")
+    st.caption("Pick another run, or the pretrained model, above.")
+    st.stop()
 starting = initial_encoder(record.config, state.pretrained_encoder() if record.config.get("encoder") == "minilm" else None)
 comparison = compare_attention(starting, method.encoder, text)
 layer, head = layer_head_selector(comparison.before.shape[0], comparison.before.shape[1], key="attention_run")

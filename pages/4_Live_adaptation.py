@@ -21,14 +21,20 @@ from metanlp.dashboard.live import (
     build_live_episode,
     class_probabilities,
     examples_from_dataset,
-    live_method_names,
+    expected_steps,
+    fresh_caption,
+    fresh_methods,
     live_options,
     probability_column,
+    probability_note,
+    result_summary,
 )
 from metanlp.dashboard.run_view import run_label, runs_with_checkpoint
-from metanlp.dashboard.widgets import FieldMessages, layer_head_selector
+from metanlp.dashboard.text import plain_markdown
+from metanlp.dashboard.widgets import FieldMessages, layer_head_selector, text_row_height
 from metanlp.data.errors import DataError
 from metanlp.data.registry import available_names
+from metanlp.engine.checkpoint import CheckpointError
 from metanlp.methods import get_method_class
 
 DEFAULT_CLASSES = [
@@ -106,47 +112,75 @@ origins = {FRESH: "A fresh, untrained method on the pretrained MiniLM"} | {
 }
 origin = st.selectbox("Start from", list(origins), format_func=origins.get, key=state.LIVE_ORIGIN)
 if origin == FRESH:
+    with st.spinner("Checking which methods work untrained (once per server start)…"):
+        ready, need_training = fresh_methods()
     left, right = st.columns(2)
-    method = left.selectbox("Method", live_method_names(), format_func=lambda name: get_method_class(name).card.title)
+    method = left.selectbox("Method", ready, format_func=lambda name: get_method_class(name).card.title)
     right.write("")  # aligns the checkbox with the select box
     tune_top = right.checkbox(
         "Fine-tune the encoder's top layer too (slower)",
         help="Lets the attention change. Only methods that fine-tune per task, such as the fine-tuning baseline, "
         "change the encoder while adapting; ProtoNet just averages embeddings into prototypes (one step).",
     )
-    st.caption(
-        "Fresh methods start untrained. Metric methods and fine-tuning work at once on MiniLM's embeddings; "
-        "methods that learn a comparison function or a memory need meta-training first: train one on the "
-        "Train page, then start from that run."
-    )
+    st.caption(fresh_caption(need_training))
 else:
     st.caption("The run's trained method adapts with its own encoder and options, exactly as it was saved.")
 
 adapt = st.button("Adapt", type="primary")
-chart = st.empty()
+stop_slot, progress_slot, chart = st.empty(), st.empty(), st.empty()
+unfinished = st.session_state.pop(state.LIVE_RUNNING, None)  # an adaptation a click (Stop) interrupted
 if adapt:
     errors = validate_live_classes(names, examples)
     messages.show(errors)
     if not errors:
         episode = build_live_episode(names, examples)
-        steps: list[dict] = []
+        st.session_state.pop(state.LIVE_RESULT, None)
+        if origin == FRESH:
+            options = live_options(method, tune_top)
+            total = expected_steps(method, options)
+        else:
+            run = trained[origin]
+            try:
+                model = state.run_method(str(store.root), run.id, run.finished_at)
+            except CheckpointError as error:
+                st.error(plain_markdown(error), icon=":material/broken_image:")
+                st.stop()
+            total = expected_steps(model)
+        # Kept in the session until adaptation ends: a click on Stop (any click) interrupts this script
+        # at its next drawing call, and the next run finds what was done so far here.
+        progress = {"total": total, "steps": []}
+        st.session_state[state.LIVE_RUNNING] = progress
+        stop_slot.button("Stop", key=state.LIVE_STOP, icon=":material/stop_circle:")
         last_drawn = [0.0]
 
         def on_step(metrics: dict) -> None:
+            steps = progress["steps"]
             steps.append(metrics)
+            done = int(metrics.get("inner_step", len(steps) - 1))
+            progress_slot.progress(min(done / total, 1.0), text=f"Adapting: step {done} of {total}")
             if time.perf_counter() - last_drawn[0] >= REDRAW_SECONDS:
-                chart.plotly_chart(adaptation_curve(steps, "Adapting…"), key=f"live_curve_{len(steps)}")
+                chart.plotly_chart(adaptation_curve(steps, "Adapting…", total), key=f"live_curve_{len(steps)}")
                 last_drawn[0] = time.perf_counter()
 
         if origin == FRESH:
-            result = adapt_live(method, state.pretrained_encoder(), episode, live_options(method, tune_top), on_step)
+            result = adapt_live(method, state.pretrained_encoder(), episode, options, on_step)
         else:
-            run = trained[origin]
-            model = state.run_method(str(store.root), run.id, run.finished_at)
             uses_minilm = run.config.get("encoder") == "minilm"
             starting = initial_encoder(run.config, state.pretrained_encoder() if uses_minilm else None)
             result = adapt_method(model, episode, on_step, encoder_before=starting)
+        st.session_state.pop(state.LIVE_RUNNING, None)
+        stop_slot.empty()
+        progress_slot.empty()
         st.session_state[state.LIVE_RESULT] = result
+elif unfinished:
+    done = max((int(step.get("inner_step", 0)) for step in unfinished["steps"]), default=0)
+    chart.plotly_chart(adaptation_curve(unfinished["steps"], "Stopped", unfinished["total"]), key="live_curve_stopped")
+    st.warning(
+        f"Adaptation stopped after step {done} of {unfinished['total']}: no adapted model to use. "
+        "Click Adapt to start again (without the top layer it takes a moment).",
+        icon=":material/stop_circle:",
+    )
+    st.stop()
 
 result = st.session_state.get(state.LIVE_RESULT)
 if result is None:
@@ -154,11 +188,11 @@ if result is None:
 
 title = get_method_class(result.method).card.title
 chart.plotly_chart(adaptation_curve(result.steps, "Loss during adaptation"), key="live_curve_final")
-final = result.steps[-1] if result.steps else {}
-summary = f"Adapted in {result.seconds:.2f} s over {len(result.steps)} step(s)."
-if "query_accuracy" in final:
-    summary += f" Held-out queries: {100 * final['query_accuracy']:.0f}% right, loss {final['query_loss']:.3f}."
-st.success(summary)
+kind, summary = result_summary(result)
+getattr(st, kind)(summary)
+note = probability_note(result)
+if note:
+    st.caption(note)
 
 st.subheader("Classify new sentences")
 sentences = parse_examples(st.text_area("One sentence per line", value=DEFAULT_SENTENCES, key=state.LIVE_SENTENCES))[:20]
@@ -171,7 +205,11 @@ st.dataframe(
         probability_column(name): st.column_config.ProgressColumn(name, min_value=0.0, max_value=1.0, format="%.2f")
         for name in result.classes
     }
-    | {"confidence": st.column_config.NumberColumn(format="%.2f")},
+    | {
+        "sentence": st.column_config.TextColumn(width="medium"),
+        "confidence": st.column_config.NumberColumn(format="%.2f", width="small"),
+    },
+    row_height=text_row_height(table["sentence"], chars_per_line=50) if len(table) else None,
 )
 
 st.subheader("Attention before vs after adaptation")

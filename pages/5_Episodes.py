@@ -6,8 +6,22 @@ from metanlp.dashboard import state
 from metanlp.dashboard.charts import embedding_scatter
 from metanlp.dashboard.episode_view import inspect_episode, sample_episode
 from metanlp.dashboard.text import plain_markdown
+from metanlp.dashboard.widgets import text_row_height
 from metanlp.data.errors import DataError
 from metanlp.data.registry import available_names
+
+# Sentences get the room; short columns stay narrow (a cell's full text shows on hover).
+SUPPORT_COLUMNS = {
+    "class": st.column_config.TextColumn(width="medium"),
+    "text": st.column_config.TextColumn(width="large"),
+}
+QUERY_COLUMNS = {
+    "result": st.column_config.TextColumn(width="small"),
+    "class": st.column_config.TextColumn(width="medium"),
+    "predicted": st.column_config.TextColumn(width="medium"),
+    "confidence": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f", width="small"),
+    "text": st.column_config.TextColumn(width="large"),
+}
 
 st.title("Episodes")
 st.caption(
@@ -40,22 +54,27 @@ except DataError as error:
 
 inspection = inspect_episode(state.pretrained_encoder(), episode)
 right = int((inspection.queries["result"] == "right").sum())
-st.metric("Queries labelled right", f"{right} of {len(inspection.queries)}", f"{100 * inspection.accuracy:.0f}%", delta_color="off")
+# Plain numbers, no delta: st.metric's delta draws an arrow, which reads as a change.
+tiles = st.columns(3)
+tiles[0].metric("Queries labelled right", f"{right} of {len(inspection.queries)}")
+tiles[1].metric("Accuracy", f"{100 * inspection.accuracy:.0f}%")
+tiles[2].metric("Chance level", f"{100 / episode.n_way:.0f}%", help="One in N: guessing a class at random.")
 
-left, right_column = st.columns([3, 2])
-with left:
-    st.plotly_chart(embedding_scatter(inspection.points, episode.classes), key="episode_scatter")
-    st.caption(
-        "Principal components of the sentence embeddings: circles are support examples, crosses are queries "
-        "(a red ring marks a wrong prediction), stars are class prototypes."
-    )
-with right_column:
-    st.markdown("**Support set**")
-    st.dataframe(inspection.support, hide_index=True, width="stretch")
+st.plotly_chart(embedding_scatter(inspection.points, episode.classes), key="episode_scatter")
+st.caption(
+    "Principal components of the sentence embeddings: circles are support examples, crosses are queries "
+    "(coloured by their true class; a dark ring around one marks a wrong prediction), stars are class "
+    f"prototypes. Confidence is ProtoNet's softmax over −s·(squared distance) with s = {inspection.scale:g} "
+    "(see Live adaptation for why not 1); it never changes which class wins."
+)
+# Full-width tables, one under the other: sentences need the room to be read whole.
+st.markdown("**Support set**")
+st.dataframe(
+    inspection.support, hide_index=True, width="stretch", column_config=SUPPORT_COLUMNS,
+    row_height=text_row_height(inspection.support["text"]),
+)
 st.markdown("**Queries and predictions**")
 st.dataframe(
-    inspection.queries,
-    hide_index=True,
-    width="stretch",
-    column_config={"confidence": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")},
+    inspection.queries, hide_index=True, width="stretch", column_config=QUERY_COLUMNS,
+    row_height=text_row_height(inspection.queries["text"]),
 )

@@ -5,6 +5,7 @@ Everything here runs without Streamlit; the encoders are the tiny from-scratch o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from metanlp.dashboard import charts, forms, run_view
+from metanlp.dashboard import charts, forms, live, run_view
 from metanlp.dashboard.attention import (
     MEAN_OVER_HEADS,
     compare_attention,
@@ -23,16 +24,20 @@ from metanlp.dashboard.attention import (
 )
 from metanlp.dashboard.episode_view import inspect_episode
 from metanlp.dashboard.live import (
+    FRESH_PROTONET_SCALE,
     adapt_live,
     build_live_episode,
     class_probabilities,
+    expected_steps,
     live_method_names,
     live_options,
     probability_column,
+    works_fresh,
 )
 from metanlp.dashboard.text import plain_markdown, plot_text
 from metanlp.data.errors import DataError
 from metanlp.data.registry import load_dataset
+from metanlp.methods.protonet import ProtoNet
 from tests.conftest import TINY_ENCODER
 
 
@@ -157,7 +162,7 @@ def test_pca_of_a_single_direction_pads_with_zeros():
         charts.pca_2d(np.zeros((0, 3)))
 
 
-def test_embedding_scatter_rings_wrong_queries():
+def test_embedding_scatter_rings_wrong_queries_without_hiding_their_class_colour():
     points = pd.DataFrame({
         "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0],
         "kind": ["support", "query", "query", "prototype"], "label": [0, 0, 0, 0],
@@ -165,14 +170,30 @@ def test_embedding_scatter_rings_wrong_queries():
     })
     figure = charts.embedding_scatter(points, ["greeting"])
     queries = next(trace for trace in figure.data if trace.name == "greeting · query")
-    assert list(queries.marker.line.width) == [0, 3]
-    assert {trace.marker.symbol for trace in figure.data} == {"circle", "x", "star"}
+    # Every query keeps its class colour with the same thin outline, wrong or right.
+    assert queries.marker.color == charts.run_color(0) and queries.marker.line.width == 1
+    ring = next(trace for trace in figure.data if trace.name == "wrong prediction")
+    assert trace_values(ring, "x") == [2.0] and trace_values(ring, "y") == [0.0]  # only the wrong one
+    assert ring.marker.symbol == "circle-open"  # a ring around the cross: its fill stays visible
+    assert ring.marker.size > queries.marker.size
+    assert {trace.marker.symbol for trace in figure.data} == {"circle", "x", "star", "circle-open"}
+
+
+def test_embedding_scatter_without_wrong_queries_has_no_ring():
+    points = pd.DataFrame({
+        "x": [0.0, 1.0], "y": [0.0, 1.0], "kind": ["support", "query"], "label": [0, 0],
+        "text": ["a", "b"], "correct": [True, True],
+    })
+    assert "wrong prediction" not in {trace.name for trace in charts.embedding_scatter(points, ["greeting"]).data}
 
 
 def test_adaptation_curve_and_probability_bars():
-    steps = [{"inner_step": i, "support_loss": 1 / i, "query_loss": 2 / i} for i in range(1, 4)]
+    steps = [{"inner_step": i, "support_loss": 1 / (i + 1), "query_loss": 2 / (i + 1)} for i in range(0, 4)]
     figure = charts.adaptation_curve(steps)
     assert [trace.name for trace in figure.data] == ["support loss", "query loss"]
+    assert trace_values(figure.data[0], "x") == [0, 1, 2, 3]  # step 0 (before adapting) is drawn
+    running = charts.adaptation_curve(steps[:2], total_steps=30)
+    assert running.layout.xaxis.range[1] >= 30  # the frame of the whole adaptation, while it runs
     bars = charts.probability_bars(["a", "b", "c"], [0.2, 0.5, 0.3]).data[0]
     assert list(bars.y) == ["a", "c", "b"]  # ascending, so the likeliest is drawn on top
 
@@ -353,15 +374,46 @@ def test_live_episode_holds_out_the_last_example_of_each_class():
 def test_live_methods_and_their_options():
     names = live_method_names()
     assert names[:2] == ["protonet", "finetune"]
-    assert live_options("protonet") == {"finetune": "frozen"}
+    assert live_options("protonet") == {"finetune": "frozen", "scale": FRESH_PROTONET_SCALE}
     assert live_options("finetune", tune_top_layer=True)["finetune"] == "top"
+    assert expected_steps("finetune", live_options("finetune")) == live_options("finetune")["adapt_steps"]
+    assert expected_steps("protonet", live_options("protonet")) == 1  # one pass: the prototypes
+
+
+class ConstantScores(ProtoNet):
+    """A stand-in for a method whose untrained comparison module says nothing: every class alike."""
+
+    card = dataclasses.replace(ProtoNet.card, name="constant_scores", title="Constant scores")
+
+    def scorer(self, support, labels, n_way):
+        return lambda queries: torch.zeros(len(queries), n_way)
+
+
+def test_only_methods_that_work_untrained_are_offered_fresh(monkeypatch):
+    from metanlp.methods import registry
+
+    monkeypatch.setitem(registry._METHODS, "constant_scores", ConstantScores)
+    assert works_fresh("protonet") and works_fresh("finetune")
+    assert not works_fresh("constant_scores")  # 1 in 3 right on the probe: needs meta-training
+    assert not works_fresh("dann")  # cannot even be built without its target dataset
+
+
+def test_results_are_coloured_by_outcome():
+    assert live.outcome(1.0, 3) == "success" and live.outcome(2 / 3, 3) == "success"
+    assert live.outcome(0.4, 5) == "warning"  # better than chance (20%), but most are wrong
+    assert live.outcome(1 / 3, 3) == "error" and live.outcome(0.0, 3) == "error"
+    assert live.outcome(float("nan"), 3) == "error"
 
 
 def test_live_adaptation_reports_steps_and_probabilities(frozen_tiny):
     episode = build_live_episode(LIVE_NAMES, LIVE_EXAMPLES)
     seen = []
     result = adapt_live("finetune", frozen_tiny, episode, live_options("finetune"), on_step=seen.append)
-    assert len(result.steps) == len(seen) == live_options("finetune")["adapt_steps"]
+    assert len(result.steps) == len(seen) == live_options("finetune")["adapt_steps"] + 1
+    # Step 0, before adapting: no class preferred, so ln N on support and queries alike.
+    assert result.steps[0] == {"inner_step": 0, "support_loss": pytest.approx(math.log(2)),
+                               "query_loss": pytest.approx(math.log(2))}
+    assert [step["inner_step"] for step in result.steps] == list(range(len(result.steps)))
     assert result.steps[-1]["support_loss"] < result.steps[0]["support_loss"]  # the head learns the support set
     table = class_probabilities(result, ["is it going to rain", "play a song"])
     probabilities = table[[probability_column(name) for name in LIVE_NAMES]].to_numpy()
@@ -431,3 +483,134 @@ def test_episode_inspection_places_prototypes_at_their_class_means(frozen_tiny, 
     right = (inspection.queries["result"] == "right").mean()
     assert inspection.accuracy == pytest.approx(right)
     assert list(inspection.queries["class"]) == [episode.classes[label] for label in episode.query_labels]
+
+
+# ----------------------------------------------------------------- the Runs page's helpers
+
+
+def legend_entries(figure) -> list:
+    return [trace for trace in figure.data if trace.showlegend is not False]
+
+
+def test_compared_runs_get_one_legend_entry_each_plus_a_line_style_key():
+    validation = pd.DataFrame({"step": [2, 4], "query_accuracy": [0.3, 0.4], "ci95": [0.05, 0.04]})
+    runs = {"first": metrics_frame(steps=4, inner=2), "second": metrics_frame(3)}
+    figure = charts.training_curves(runs, {"second": validation}, smoothing=3)
+    entries = legend_entries(figure)
+    run_entries = [entry for entry in entries if entry.legendgroup != charts.STYLE_KEY]
+    assert [entry.name for entry in run_entries] == ["first", "second"]  # one per run, however many lines
+    assert run_entries[0].line.color != run_entries[1].line.color
+    for entry in run_entries:  # every line of a run has the run's colour and hides with its entry
+        lines = [trace for trace in figure.data if trace.legendgroup == entry.legendgroup and trace is not entry]
+        assert len(lines) > 3 and {trace.line.color for trace in lines} == {entry.line.color}
+    key = {entry.name: entry for entry in entries if entry.legendgroup == charts.STYLE_KEY}
+    assert key["query loss"].line.dash == "solid" and key["support loss"].line.dash == "dash"
+    assert {"query accuracy", "validation accuracy", "support loss (inner)"} <= set(key)
+    assert any("mean of 3" in name for name in key)
+    assert len({entry.line.color for entry in key.values()}) == 1  # the key is grey: style only
+
+
+def test_one_run_gets_one_legend_entry_per_metric():
+    figure = charts.training_curves({"run": metrics_frame(steps=4, inner=2)}, smoothing=3)
+    names = [entry.name for entry in legend_entries(figure)]
+    assert sorted(names) == sorted([
+        "support loss (mean of 3)", "query loss (mean of 3)", "query accuracy (mean of 3)", "support loss (inner)",
+    ])
+
+
+def test_long_curves_are_thinned_but_keep_their_ends():
+    frame = metrics_frame(steps=5000)
+    figure = charts.training_curves({"long": frame})
+    query = next(trace for trace in figure.data if trace.name == "query loss")
+    x = trace_values(query, "x")
+    assert len(x) <= charts.MAX_POINTS + 1 and x[0] == 1 and x[-1] == 5000
+
+
+def record(**fields):
+    from metanlp.runs.queue import RunRecord
+
+    values = {
+        "id": "0123456789ab", "name": "my run", "status": "done", "created_at": 50.0, "started_at": 60.0,
+        "finished_at": 90.0, "error": None, "progress": {}, "evaluation": None, "worker_pid": None,
+        "cancel_requested": False,
+        "config": {"method": "protonet", "dataset": "huffpost", "n_way": 5, "k_shot": 1, "seed": 0, "encoder": "minilm"},
+    }
+    return RunRecord(**(values | fields))
+
+
+def test_bench_runs_are_named_from_their_config():
+    bench = record(name="bench:3460f1527b0f1521", config=record().config | {"seed": 2})
+    assert run_view.run_title(bench) == "bench · protonet · huffpost 5-way 1-shot · seed 2"
+    assert run_view.run_label(bench) == "bench · protonet · huffpost 5-way 1-shot · seed 2 · 012345"
+    assert run_view.run_title(record(name="my run")) == "my run"
+    assert "bench:" not in run_view.runs_table([bench]).loc[0, "name"]
+
+
+def test_runs_without_a_result_have_no_accuracy_rather_than_none():
+    table = run_view.runs_table([record(status="failed", error="boom"), record(evaluation={"mean_accuracy": 0.5})])
+    assert math.isnan(table.loc[0, "test accuracy"]) and table.loc[1, "test accuracy"] == 50.0
+
+
+def test_an_empty_chart_says_why():
+    assert "failed before its first training step" in run_view.no_curve_message([record(status="failed")])
+    assert "cancelled" in run_view.no_curve_message([record(status="cancelled")])
+    assert "appear with the first step" in run_view.no_curve_message([record(status="running")])
+
+
+def test_filters_narrow_the_runs():
+    runs = [
+        record(id="aaaaaaaaaaaa", name="baseline", status="done"),
+        record(id="bbbbbbbbbbbb", name="sweep", status="failed", error="CUDA out of memory",
+               config=record().config | {"method": "maml"}),
+        record(id="cccccccccccc", name="other", status="done", config=record().config | {"dataset": "clinc150"}),
+    ]
+    tags = {"cccccccccccc": ["keep"]}
+
+    def ids(**restrictions) -> list[str]:
+        return [run.id for run in run_view.filter_runs(runs, run_view.RunFilter(**restrictions), tags)]
+
+    assert ids() == ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"]
+    assert ids(statuses=("failed",)) == ["bbbbbbbbbbbb"]
+    assert ids(methods=("protonet",)) == ["aaaaaaaaaaaa", "cccccccccccc"]
+    assert ids(datasets=("clinc150",)) == ["cccccccccccc"]
+    assert ids(tags=("keep",)) == ["cccccccccccc"]
+    assert ids(text="memory") == ["bbbbbbbbbbbb"]  # the error text is searched too
+    assert ids(text="BASE nowhere") == []  # every word must match (case aside)
+    assert ids(text="base protonet") == ["aaaaaaaaaaaa"]
+    assert run_view.filter_values(runs, "method") == ["maml", "protonet"]
+
+
+def test_tags_are_kept_beside_the_store(tmp_path):
+    first, second = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+    assert run_view.load_tags(tmp_path) == {}
+    run_view.change_tags(tmp_path, [first, second, "../evil"], add=" lr  sweep, 2 ")
+    assert run_view.load_tags(tmp_path) == {first: ["lr sweep 2"], second: ["lr sweep 2"]}
+    run_view.change_tags(tmp_path, [first], add="baseline")
+    run_view.change_tags(tmp_path, [second], remove="lr sweep 2")
+    assert run_view.load_tags(tmp_path) == {first: ["baseline", "lr sweep 2"]}
+    run_view.forget_tags(tmp_path, [first])
+    assert run_view.load_tags(tmp_path) == {}
+    (tmp_path / run_view.TAGS_FILE).write_text("not json")
+    assert run_view.load_tags(tmp_path) == {}
+
+
+def test_long_table_text_gets_rows_that_wrap():
+    from metanlp.dashboard.widgets import WRAP_MIN_ROW_HEIGHT, text_row_height
+
+    assert text_row_height(["short", "texts"]) is None
+    assert text_row_height(["x" * 150]) >= WRAP_MIN_ROW_HEIGHT  # Streamlit wraps only in taller rows
+    assert text_row_height(["x" * 1000]) == text_row_height(["x" * 320])  # at most max_lines
+
+
+def test_result_summary_colours_and_counts_the_held_out_queries():
+    from metanlp.dashboard.live import AdaptationResult, result_summary
+
+    def summary(accuracy: float) -> tuple[str, str]:
+        steps = [{"inner_step": 0, "support_loss": 1.1, "query_loss": 1.1},
+                 {"inner_step": 1, "support_loss": 0.5, "query_loss": 0.7, "query_accuracy": accuracy}]
+        return result_summary(AdaptationResult("protonet", None, ["a", "b", "c"], steps, seconds=0.5))
+
+    kind, text = summary(1.0)
+    assert kind == "success" and "3 of 3 right" in text and "over 1 step(s)" in text
+    kind, text = summary(0.0)
+    assert kind == "error" and "0 of 3 right" in text and "no better than guessing" in text

@@ -7,9 +7,12 @@ is shut down after each test. Pages that load MiniLM get a generous timeout.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -39,6 +42,13 @@ def runs_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
     yield folder
     state.release_run_managers()
+
+
+def plotly_values(array) -> list[float]:
+    """A trace's numbers from a figure's JSON (Plotly may pack them as base64 ``bdata``)."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
 
 
 def page_test(name: str) -> AppTest:
@@ -152,7 +162,9 @@ def test_runs_page_ignores_malformed_run_ids_in_the_link(runs_dir):
     app.query_params["run"] = ["../../etc", run_id]
     app.run()
     assert_no_exception(app)
-    assert app.multiselect[0].value == [run_id]
+    from metanlp.dashboard import state
+
+    assert app.multiselect(key=state.SELECTED_RUNS).value == [run_id]
 
 
 def test_k_shot_too_large_is_reported_beside_the_field(runs_dir):
@@ -263,6 +275,85 @@ def test_live_adaptation_adapts_and_classifies(runs_dir):
     assert list(table["predicted"]) == ["weather", "music", "cooking"]
 
 
+@pytest.fixture()
+def method_needing_meta_training(monkeypatch):
+    """Registers a method whose untrained scores are all equal; the page's fresh list is recomputed."""
+    from metanlp.dashboard import live
+    from metanlp.methods import registry
+    from tests.test_charts import ConstantScores
+
+    monkeypatch.setitem(registry._METHODS, ConstantScores.card.name, ConstantScores)
+    live.fresh_methods.cache_clear()
+    yield ConstantScores
+    live.fresh_methods.cache_clear()
+
+
+def test_live_adaptation_offers_fresh_only_methods_that_work_untrained(runs_dir, method_needing_meta_training):
+    app = page_test("live")
+    app.run()
+    assert_no_exception(app)
+    offered = widget(app.selectbox, "Method").options
+    assert "Prototypical Networks" in offered and "Fine-tuning baseline" in offered
+    assert "Constant scores" not in offered
+    assert any("need meta-training first: " in caption.value and "Constant scores" in caption.value
+               for caption in app.caption)
+
+
+def test_live_adaptation_draws_step_zero_and_colours_a_good_result_green(runs_dir):
+    app = page_test("live")
+    app.run()
+    button(app, "Adapt").click()
+    app.run()
+    assert_no_exception(app)
+    assert any("3 of 3 right" in success.value for success in app.success)
+    curve = next(json.loads(chart.proto.spec) for chart in app.get("plotly_chart")
+                 if "adaptation" in json.loads(chart.proto.spec)["layout"]["title"]["text"])
+    query = next(trace for trace in curve["data"] if trace["name"] == "query loss")
+    assert plotly_values(query["x"]) == [0, 1]  # ProtoNet: before adapting, then its one pass
+    assert plotly_values(query["y"])[0] == pytest.approx(math.log(3))  # no class preferred yet
+    assert any("scale s = 10" in caption.value for caption in app.caption)  # why the probabilities look so
+
+
+def test_live_adaptation_never_shows_a_bad_result_in_green(runs_dir, tiny_encoder):
+    from metanlp.dashboard import state
+    from metanlp.dashboard.live import adapt_live, build_live_episode, live_options
+
+    tiny_encoder.set_trainable_layers(0)
+    episode = build_live_episode(["a", "b", "c"], [["x one", "x two"], ["y one", "y two"], ["z one", "z two"]])
+    result = adapt_live("protonet", tiny_encoder.eval(), episode, live_options("protonet"))
+    result.steps[-1] |= {"query_accuracy": 0.0, "query_loss": 2.0}  # every held-out query wrong
+    app = page_test("live")
+    app.session_state[state.LIVE_RESULT] = result
+    app.run()
+    assert_no_exception(app)
+    assert not app.success
+    assert any("0 of 3 right" in error.value and "no better than guessing" in error.value for error in app.error)
+
+
+def test_a_stopped_adaptation_says_where_it_stopped(runs_dir):
+    from metanlp.dashboard import state
+
+    app = page_test("live")
+    app.session_state[state.LIVE_RUNNING] = {
+        "total": 15, "steps": [{"inner_step": step, "support_loss": 1.0 / (step + 1)} for step in range(3)],
+    }
+    app.run()
+    assert_no_exception(app)
+    assert any("stopped after step 2 of 15" in warning.value for warning in app.warning)
+    assert not app.success and state.LIVE_RESULT not in app.session_state
+    app.run()  # shown once: the next rerun is a clean page
+    assert not app.warning
+
+
+def test_episodes_page_shows_counts_without_change_arrows(runs_dir):
+    app = page_test("episodes")
+    app.run()
+    assert_no_exception(app)
+    right = next(metric for metric in app.metric if metric.label == "Queries labelled right")
+    assert " of " in right.value
+    assert all(not metric.proto.delta for metric in app.metric)  # no arrow on a number that is not a change
+
+
 def test_live_adaptation_rejects_a_class_without_examples(runs_dir):
     from metanlp.dashboard import state
 
@@ -284,13 +375,14 @@ def test_live_adaptation_can_start_from_a_trained_run(runs_dir):
     app = page_test("live")
     app.run()
     origin = app.selectbox(key=state.LIVE_ORIGIN)
-    assert run_id in origin.options[1]
+    assert run_id[:6] in origin.options[1]  # labels show the start of the id
     origin.set_value(run_id).run()
     button(app, "Adapt").click()
     app.run()
     assert_no_exception(app)
     assert app.session_state[state.LIVE_RESULT].method == "protonet"
-    assert any("Adapted in" in success.value for success in app.success)
+    # A random tiny encoder may label the held-out queries well or badly: the box's colour says which.
+    assert any("Adapted in" in box.value for box in [*app.success, *app.warning, *app.error])
     charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     notes = [note["text"] for chart in charts for note in chart["layout"].get("annotations", [])]
     assert "After adapting (Prototypical Networks)" in notes

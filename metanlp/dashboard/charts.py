@@ -57,6 +57,176 @@ def _mode(points: int) -> str:
     return "lines+markers" if points <= MARKERS_UP_TO else "lines"
 
 
+STYLE_KEY = "line style"  # legend group of the line-style key shown when several runs are compared
+KEY_COLOR = "#7f7f7f"
+MAX_POINTS = 2000  # per drawn line: longer curves are thinned evenly so a long run stays light to send and draw
+
+
+def _thin(rows: pd.DataFrame, limit: int = MAX_POINTS) -> pd.DataFrame:
+    """Every k-th row (and the last) when there are more than ``limit``."""
+    if len(rows) <= limit:
+        return rows
+    stride = -(-len(rows) // limit)
+    keep = np.zeros(len(rows), dtype=bool)
+    keep[::stride] = True
+    keep[-1] = True
+    return rows[keep]
+
+
+class _CurveDrawer:
+    """Adds one run's lines to a training-curves figure.
+
+    One run: one colour per metric and one legend entry per metric. Several runs: one colour
+    per run, the metric told by line style, no legend entry per line (the figure adds one
+    entry per run and a line-style key); ``styles`` collects the styles drawn, for that key.
+    """
+
+    def __init__(
+        self, figure: go.Figure, label: str, index: int, single: bool, smoothing: int, styles: dict[str, dict]
+    ) -> None:
+        self.figure, self.label, self.index, self.single = figure, label, index, single
+        self.smoothing, self.styles = smoothing, styles
+        self.prefix = "" if single else f"{plot_text(label)}: "
+
+    def color(self, metric: str) -> str:
+        return run_color(METRIC_ORDER.index(metric)) if self.single else run_color(self.index)
+
+    def group(self, title: str) -> str:
+        return title if self.single else self.label
+
+    def draw(self, frame: pd.DataFrame, checks: pd.DataFrame | None) -> None:
+        phases = frame["phase"].fillna("train") if "phase" in frame else pd.Series("train", index=frame.index)
+        for phase in dict.fromkeys(phases):
+            rows = frame[phases == phase].sort_values(["step", "inner_step"] if "inner_step" in frame else "step")
+            if phase == "inner":
+                self.inner_lines(rows)
+                continue
+            suffix = "" if phase == "train" else f" ({phase})"
+            for metric, dash in {**LOSS_DASH, **PRETRAINING_LOSS_DASH}.items():
+                self.line(rows, metric, dash, suffix, column=1, number=".4f")
+            for metric, dash in ACCURACY_DASH.items():
+                if metric == "query_accuracy" and phase != "train":
+                    dash = "dashdot"
+                self.line(rows, metric, dash, suffix, column=2, number=".1%")
+        if checks is not None and not checks.empty:
+            self.validation(checks)
+
+    def line(self, rows: pd.DataFrame, metric: str, dash: str, suffix: str, column: int, number: str) -> None:
+        """One metric of one phase; with smoothing, faint raw steps behind a bold running mean."""
+        if metric not in rows or rows[metric].isna().all():
+            return
+        kept = rows[rows[metric].notna()]
+        title = f"{METRIC_NAMES[metric]}{suffix}"
+        smooth = self.smoothing > 1
+        self.styles.setdefault(title, {"dash": dash})
+        raw = _thin(kept)
+        self.figure.add_trace(
+            go.Scatter(
+                x=raw["step"],
+                y=raw[metric],
+                mode=_mode(len(raw)),
+                name=f"{self.prefix}{title}",
+                legendgroup=self.group(title),
+                showlegend=self.single and not smooth,
+                line={"color": self.color(metric), "dash": dash},
+                opacity=0.3 if smooth else 1.0,
+                hovertemplate=f"step %{{x}}<br>{title} %{{y:{number}}}<extra>{self.prefix}</extra>",
+            ),
+            row=1,
+            col=column,
+        )
+        if smooth:
+            mean = kept.assign(**{metric: kept[metric].rolling(self.smoothing, min_periods=1).mean()})
+            mean = _thin(mean)
+            self.figure.add_trace(
+                go.Scatter(
+                    x=mean["step"],
+                    y=mean[metric],
+                    mode="lines",
+                    name=f"{self.prefix}{title} (mean of {self.smoothing})",
+                    legendgroup=self.group(title),
+                    showlegend=self.single,
+                    line={"color": self.color(metric), "dash": dash, "width": 3},
+                    hovertemplate=f"step %{{x}}<br>running mean %{{y:{number}}}<extra>{self.prefix}</extra>",
+                ),
+                row=1,
+                col=column,
+            )
+
+    def inner_lines(self, rows: pd.DataFrame) -> None:
+        """Inner-loop losses: faint dotted lines between the outer steps."""
+        x = inner_step_positions(rows) if "inner_step" in rows else rows["step"]
+        for metric in LOSS_DASH:
+            if metric not in rows or rows[metric].isna().all():
+                continue
+            kept = rows[metric].notna()
+            points = _thin(pd.DataFrame({"x": x[kept], "y": rows.loc[kept, metric]}))
+            title = f"{METRIC_NAMES[metric]} (inner)"
+            self.styles.setdefault(title, {"dash": "dot", "width": 1})
+            self.figure.add_trace(
+                go.Scatter(
+                    x=points["x"],
+                    y=points["y"],
+                    mode="lines",
+                    name=f"{self.prefix}{title}",
+                    legendgroup=self.group(title),
+                    showlegend=self.single,
+                    line={"color": self.color(metric), "dash": "dot", "width": 1},
+                    opacity=0.45,
+                    hovertemplate=f"step %{{x:.2f}}<br>{title} %{{y:.4f}}<extra>{self.prefix}</extra>",
+                ),
+                row=1,
+                col=1,
+            )
+
+    def validation(self, checks: pd.DataFrame) -> None:
+        """Validation accuracy: diamonds with their 95% interval."""
+        title = "validation accuracy"
+        self.styles.setdefault(title, {"dash": "dot", "symbol": "diamond"})
+        color = self.color("validation_accuracy")
+        self.figure.add_trace(
+            go.Scatter(
+                x=checks["step"],
+                y=checks["query_accuracy"],
+                error_y={"type": "data", "array": checks.get("ci95"), "visible": "ci95" in checks},
+                mode="markers+lines",
+                marker={"symbol": "diamond", "size": 9, "color": color},
+                line={"color": color, "dash": "dot"},
+                name=f"{self.prefix}{title}",
+                legendgroup=self.group(title),
+                showlegend=self.single,
+                hovertemplate=f"step %{{x}}<br>validation %{{y:.1%}}<extra>{self.prefix}</extra>",
+            ),
+            row=1,
+            col=2,
+        )
+
+
+def _legend_entry(name: str, group: str, rank: int, line: dict, **extra) -> go.Scatter:
+    """A legend-only trace (no points): a run's colour, or one line style of the key."""
+    return go.Scatter(
+        x=[None], y=[None], mode=extra.pop("mode", "lines"), name=name, legendgroup=group, legendrank=rank,
+        showlegend=True, line=line, hoverinfo="skip", **extra,
+    )
+
+
+def _add_legend_of_runs(figure: go.Figure, labels: Sequence[tuple[int, str]], styles: dict[str, dict], smoothing: int) -> None:
+    """One entry per run (its colour; a click hides all its lines), then the line-style key."""
+    for index, label in labels:
+        figure.add_trace(_legend_entry(plot_text(label), label, index + 1, {"color": run_color(index), "width": 3}))
+    key = dict(styles)
+    if smoothing > 1:
+        key[f"bold: mean of {smoothing} steps, faint: each step"] = {"width": 3}
+    for rank, (title, style) in enumerate(key.items()):
+        marker = {"symbol": style["symbol"], "color": KEY_COLOR, "size": 8} if "symbol" in style else None
+        line = {"color": KEY_COLOR, "dash": style.get("dash", "solid"), "width": style.get("width", 2)}
+        extra = {"legendgrouptitle": {"text": "Line style"}} if rank == 0 else {}
+        figure.add_trace(
+            _legend_entry(title, STYLE_KEY, 1000 + rank, line, mode="lines+markers" if marker else "lines",
+                          marker=marker, **extra)
+        )
+
+
 def training_curves(
     runs: Mapping[str, pd.DataFrame],
     validation: Mapping[str, pd.DataFrame] | None = None,
@@ -66,125 +236,40 @@ def training_curves(
 
     ``runs`` maps a run label to its metrics table (``RunStore.metrics``: columns step, phase,
     inner_step, support_loss, query_loss, query_accuracy, plus extra metrics such as MLM
-    pretraining's mlm_loss, nsp_loss and nsp_accuracy, drawn under their own names). One run: one
-    colour per metric. Several runs: one colour per run, query loss solid and support loss dashed
-    (MLM loss dash-dot, NSP loss long dashes, NSP accuracy dotted). Inner-loop losses
-    are faint dotted lines between steps; other phases (e.g. pre-training) get their own legend
-    entries. Validation accuracy is drawn as diamonds with its 95% interval. ``smoothing`` > 1
-    adds the running mean over that many steps and fades the raw train-phase curves behind it
-    (each step is one random episode, so raw curves are noisy).
+    pretraining's mlm_loss, nsp_loss and nsp_accuracy, drawn under their own names).
+
+    One run: one colour and one legend entry per metric. Several runs: one colour per run and
+    one legend entry per run; the metric is told by line style (query loss solid, support loss
+    dashed, MLM loss dash-dot, NSP loss long dashes, NSP accuracy dotted), explained once in a
+    grey "Line style" key. Inner-loop losses are faint dotted lines between steps; other
+    phases (e.g. pre-training) are named as such. Validation accuracy is drawn as diamonds with
+    its 95% interval. ``smoothing`` > 1 adds the running mean over that many steps and fades
+    the raw train-phase curves behind it (each step is one random episode, so raw curves are
+    noisy). Lines longer than ``MAX_POINTS`` are thinned evenly.
     """
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
     single = len(runs) == 1
+    styles: dict[str, dict] = {}
+    drawn: list[tuple[int, str]] = []
     for index, (label, frame) in enumerate(runs.items()):
-        name = "" if single else f"{plot_text(label)}: "
         if frame is None or frame.empty:
             continue
-
-        def color(metric: str, index: int = index) -> str:
-            return run_color(METRIC_ORDER.index(metric)) if single else run_color(index)
-
-        phases = frame["phase"].fillna("train") if "phase" in frame else pd.Series("train", index=frame.index)
-        for phase in dict.fromkeys(phases):
-            rows = frame[phases == phase].sort_values(["step", "inner_step"] if "inner_step" in frame else "step")
-            inner = phase == "inner"
-            x = inner_step_positions(rows) if inner and "inner_step" in rows else rows["step"]
-            suffix = "" if phase == "train" else f" ({phase})"
-            smooth = smoothing > 1 and not inner
-            for metric, dash in {**LOSS_DASH, **PRETRAINING_LOSS_DASH}.items():
-                if metric not in rows or rows[metric].isna().all():
-                    continue
-                kept = rows[metric].notna()
-                title = f"{METRIC_NAMES[metric]}{suffix}"
-                figure.add_trace(
-                    go.Scatter(
-                        x=x[kept],
-                        y=rows.loc[kept, metric],
-                        mode="lines" if inner else _mode(int(kept.sum())),
-                        name=f"{name}{title}",
-                        legendgroup=label,
-                        line={"color": color(metric), "dash": "dot" if inner else dash, "width": 1 if inner else 2},
-                        opacity=0.45 if inner else 0.3 if smooth else 1.0,
-                        hovertemplate=f"step %{{x}}<br>{title} %{{y:.4f}}<extra>{name}</extra>",
-                    ),
-                    row=1,
-                    col=1,
-                )
-                if smooth:
-                    _add_running_mean(figure, rows.loc[kept], metric, smoothing, f"{name}{title}",
-                                      color(metric), dash, label, column=1)
-            for metric, dash in ACCURACY_DASH.items():
-                if inner or metric not in rows or rows[metric].isna().all():
-                    continue
-                kept = rows[metric].notna()
-                title = f"{METRIC_NAMES[metric]}{suffix}"
-                if metric == "query_accuracy" and phase != "train":
-                    dash = "dashdot"
-                figure.add_trace(
-                    go.Scatter(
-                        x=rows.loc[kept, "step"],
-                        y=rows.loc[kept, metric],
-                        mode=_mode(int(kept.sum())),
-                        name=f"{name}{title}",
-                        legendgroup=label,
-                        line={"color": color(metric), "dash": dash},
-                        opacity=0.3 if smooth else 1.0,
-                        hovertemplate=f"step %{{x}}<br>{title} %{{y:.1%}}<extra>{name}</extra>",
-                    ),
-                    row=1,
-                    col=2,
-                )
-                if smooth:
-                    _add_running_mean(figure, rows.loc[kept], metric, smoothing, f"{name}{title}",
-                                      color(metric), dash, label, column=2)
-        checks = (validation or {}).get(label)
-        if checks is not None and not checks.empty:
-            figure.add_trace(
-                go.Scatter(
-                    x=checks["step"],
-                    y=checks["query_accuracy"],
-                    error_y={"type": "data", "array": checks.get("ci95"), "visible": "ci95" in checks},
-                    mode="markers+lines",
-                    marker={"symbol": "diamond", "size": 9, "color": color("validation_accuracy")},
-                    line={"color": color("validation_accuracy"), "dash": "dot"},
-                    name=f"{name}validation accuracy",
-                    legendgroup=label,
-                    hovertemplate=f"step %{{x}}<br>validation %{{y:.1%}}<extra>{name}</extra>",
-                ),
-                row=1,
-                col=2,
-            )
+        _CurveDrawer(figure, label, index, single, smoothing, styles).draw(frame, (validation or {}).get(label))
+        drawn.append((index, label))
+    if not single and drawn:
+        _add_legend_of_runs(figure, drawn, styles, smoothing)
     figure.update_xaxes(title_text="step", row=1, col=1)
     figure.update_xaxes(title_text="step", row=1, col=2)
     figure.update_yaxes(title_text="cross-entropy", row=1, col=1)
     figure.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
+    legend_rows = -(-len([trace for trace in figure.data if trace.showlegend]) // 3)  # about 3 entries a row
     figure.update_layout(
-        height=420,
+        height=360 + 22 * max(legend_rows, 2),  # the legend takes room below; the plots keep theirs
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.2},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0},  # below the "step" titles
         hovermode="closest",
     )
     return figure
-
-
-def _add_running_mean(
-    figure: go.Figure, rows: pd.DataFrame, metric: str, window: int, name: str, color: str, dash: str,
-    group: str, column: int,
-) -> None:
-    """The mean of the last ``window`` steps at every step (shorter at the start), drawn bold."""
-    figure.add_trace(
-        go.Scatter(
-            x=rows["step"],
-            y=rows[metric].rolling(window, min_periods=1).mean(),
-            mode="lines",
-            name=f"{name} (mean of {window})",
-            legendgroup=group,
-            line={"color": color, "dash": dash, "width": 3},
-            hovertemplate=f"step %{{x}}<br>running mean %{{y:.4f}}<extra>{name}</extra>",
-        ),
-        row=1,
-        col=column,
-    )
 
 
 def _token_labels(tokens: Sequence[str]) -> list[str]:
@@ -295,13 +380,15 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
 
 POINT_SYMBOLS = {"support": "circle", "query": "x", "prototype": "star"}
 POINT_SIZES = {"support": 10, "query": 10, "prototype": 20}
+WRONG_RING = {"symbol": "circle-open", "size": 22, "color": "#222222", "line": {"width": 2}}
 
 
 def embedding_scatter(points: pd.DataFrame, classes: Sequence[str]) -> go.Figure:
     """2-D scatter of an episode: support (circles), queries (crosses), prototypes (stars).
 
     ``points`` has columns x, y, kind ("support"/"query"/"prototype"), label (class index), text,
-    and for queries ``correct`` (bool): wrong predictions get a red ring.
+    and for queries ``correct`` (bool). Every point keeps its class colour; a wrong prediction
+    is marked by a dark open ring drawn around its cross (not over it), one legend entry.
     """
     figure = go.Figure()
     for label, name in enumerate(classes):
@@ -311,9 +398,6 @@ def embedding_scatter(points: pd.DataFrame, classes: Sequence[str]) -> go.Figure
             if rows.empty:
                 continue
             texts = [plot_text(text) for text in rows["text"]]
-            line = {"width": 1, "color": "white"}
-            if kind == "query" and "correct" in rows:
-                line = {"width": [0 if ok else 3 for ok in rows["correct"]], "color": "crimson"}
             figure.add_trace(
                 go.Scatter(
                     x=rows["x"],
@@ -321,11 +405,25 @@ def embedding_scatter(points: pd.DataFrame, classes: Sequence[str]) -> go.Figure
                     mode="markers",
                     name=f"{plot_text(name)} · {kind}",
                     legendgroup=str(label),
-                    marker={"symbol": symbol, "size": POINT_SIZES[kind], "color": color, "line": line},
+                    marker={"symbol": symbol, "size": POINT_SIZES[kind], "color": color,
+                            "line": {"width": 1, "color": "white"}},
                     customdata=texts,
                     hovertemplate=f"{kind}: %{{customdata}}<extra>{plot_text(name)}</extra>",
                 )
             )
+    wrong = points[(points["kind"] == "query") & ~points.get("correct", pd.Series(True, index=points.index)).astype(bool)]
+    if not wrong.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=wrong["x"],
+                y=wrong["y"],
+                mode="markers",
+                name="wrong prediction",
+                marker=WRONG_RING,
+                customdata=[plot_text(text) for text in wrong["text"]],
+                hovertemplate="wrong prediction: %{customdata}<extra></extra>",
+            )
+        )
     figure.update_layout(
         height=480,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
@@ -336,28 +434,39 @@ def embedding_scatter(points: pd.DataFrame, classes: Sequence[str]) -> go.Figure
     return figure
 
 
-def adaptation_curve(steps: Sequence[Mapping[str, float]], title: str = "Adaptation") -> go.Figure:
-    """Support and query loss at each inner step of one adaptation (``on_inner_step`` records)."""
+def adaptation_curve(
+    steps: Sequence[Mapping[str, float]], title: str = "Adaptation", total_steps: int | None = None
+) -> go.Figure:
+    """Support and query loss at every step of one adaptation, from step 0 (before it began).
+
+    ``steps`` are ``on_inner_step`` records with ``inner_step`` (0 = before adaptation);
+    ``total_steps`` fixes the x axis while an adaptation is still running, so the curve grows
+    into its final frame instead of rescaling at every step.
+    """
     frame = pd.DataFrame(list(steps))
     figure = go.Figure()
     if not frame.empty:
-        x = frame["inner_step"] if "inner_step" in frame else pd.Series(range(1, len(frame) + 1))
+        x = frame["inner_step"] if "inner_step" in frame else pd.Series(range(len(frame)))
         for metric, dash in LOSS_DASH.items():
             if metric in frame and frame[metric].notna().any():
+                kept = frame[metric].notna()
                 figure.add_trace(
                     go.Scatter(
-                        x=x,
-                        y=frame[metric],
-                        mode=_mode(len(frame)),
+                        x=x[kept],
+                        y=frame.loc[kept, metric],
+                        mode=_mode(int(kept.sum())),
                         name=LOSS_NAMES[metric],
                         line={"dash": dash, "color": run_color(0 if metric == "support_loss" else 1)},
+                        hovertemplate=f"step %{{x}}<br>{LOSS_NAMES[metric]} %{{y:.4f}}<extra></extra>",
                     )
                 )
+    last = max(int(total_steps or 0), int(frame["inner_step"].max()) if "inner_step" in frame else len(frame) - 1, 1)
     figure.update_layout(
         title={"text": plot_text(title)},
         height=320,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis_title="adaptation step",
+        xaxis={"title": "adaptation step (0: before adapting)", "range": [-0.3, last + 0.3],
+               "dtick": 1 if last <= 12 else None},
         yaxis_title="cross-entropy",
         legend={"orientation": "h", "y": -0.25},
     )

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from metanlp.dashboard.charts import pca_2d
+from metanlp.dashboard.live import FRESH_PROTONET_SCALE
 from metanlp.data.episodes import EpisodeSampler
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode
@@ -35,11 +36,17 @@ class EpisodeInspection:
     queries: pd.DataFrame  # class, text, predicted, confidence, correct
     points: pd.DataFrame  # x, y, kind, label, text, correct (see charts.embedding_scatter)
     accuracy: float
+    scale: float  # ProtoNet's softmax scale s: logits -s·‖x - c‖²
 
 
 def inspect_episode(encoder: Encoder, episode: Episode, distance: str = "euclidean") -> EpisodeInspection:
-    """Run ProtoNet (untrained, frozen ``encoder``) on ``episode`` and project everything to 2-D."""
-    method = create_method("protonet", encoder, {"finetune": "frozen", "distance": distance})
+    """Run ProtoNet (untrained, frozen ``encoder``) on ``episode`` and project everything to 2-D.
+
+    Its softmax scale is the live page's (``FRESH_PROTONET_SCALE``), so confidences are not all
+    near 1/N; the predicted classes are the same at any scale.
+    """
+    options = {"finetune": "frozen", "distance": distance, "scale": FRESH_PROTONET_SCALE}
+    method = create_method("protonet", encoder, options)
     task_model = method.adapt(episode)
     with torch.no_grad():
         support = method.features(episode.support_texts).float().cpu()
@@ -75,4 +82,5 @@ def inspect_episode(encoder: Encoder, episode: Episode, distance: str = "euclide
         queries=query_table,
         points=points,
         accuracy=float(correct.mean()) if len(correct) else float("nan"),
+        scale=FRESH_PROTONET_SCALE,
     )

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
+
+from metanlp.bench.plan import BENCH_PREFIX
 
 ACTIVE_STATUSES = ("queued", "running")
 STATUS_ICONS = {  # Material Symbols, bundled with Streamlit (emoji fonts may be missing offline)
@@ -110,15 +115,52 @@ def runs_with_checkpoint(store) -> list:
     ]
 
 
-def run_label(record) -> str:
-    """Short label for selectors and chart legends: name (or method) plus the id."""
+def run_title(record) -> str:
+    """What a run is called on the page: its name; a bench cell (named ``bench:<key>`` in the store,
+    a key only the bench reads) is described from its config instead."""
     config = record.config or {}
-    title = record.name or f"{config.get('method', '?')} on {config.get('dataset', '?')}"
-    return f"{title} · {record.id}"
+    method, dataset = config.get("method", "?"), config.get("dataset", "?")
+    if record.name and not record.name.startswith(BENCH_PREFIX):
+        return record.name
+    if not record.name:
+        return f"{method} on {dataset}"
+    parts = ["bench", method, f"{dataset} {config.get('n_way', '?')}-way {config.get('k_shot', '?')}-shot"]
+    split = (config.get("data_options") or {}).get("split")
+    if split:
+        parts[-1] += f" ({split})"
+    parts.append(f"seed {config.get('seed', 0)}")
+    return " · ".join(parts)
 
 
-def runs_table(records: Sequence) -> pd.DataFrame:
-    """One row per run for the overview table (user-chosen names are shown as plain text)."""
+SHORT_ID = 6  # hex characters of a run id shown in labels: enough to tell runs apart on one page
+
+
+def run_label(record) -> str:
+    """Short label for selectors and chart legends: the title plus the start of the id."""
+    return f"{run_title(record)} · {record.id[:SHORT_ID]}"
+
+
+def no_curve_message(records: Sequence) -> str:
+    """Why the chart is empty when none of ``records`` recorded a training step."""
+    if not records:
+        return "No run to show."
+    stopped = [record for record in records if record.status in ("failed", "cancelled")]
+    if len(stopped) == len(records):
+        if len(records) == 1:
+            what = "failed" if records[0].status == "failed" else "was cancelled"
+            return f"No curve to draw: this run {what} before its first training step (see below)."
+        return "No curve to draw: these runs failed or were cancelled before their first training step (see below)."
+    if all(record.status == "done" for record in records):
+        return "No training steps were recorded for this run."
+    return "No training steps recorded yet: the curves appear with the first step."
+
+
+def runs_table(records: Sequence, tags: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """One row per run for the overview table (user-chosen names are shown as plain text).
+
+    Test accuracy is a number (percent) or missing for a run without a result; the page shows
+    missing values as "—" (``st.dataframe(placeholder=...)``).
+    """
     rows = []
     for record in records:
         config = record.config or {}
@@ -126,16 +168,128 @@ def runs_table(records: Sequence) -> pd.DataFrame:
         accuracy = evaluation.get("mean_accuracy")
         rows.append({
             "status": record.status,
-            "name": record.name,
+            "name": run_title(record),
             "method": config.get("method"),
             "dataset": config.get("dataset"),
             "setting": f"{config.get('n_way')}-way {config.get('k_shot')}-shot",
             "encoder": config.get("encoder"),
-            "test accuracy": None if accuracy is None else round(100 * accuracy, 2),
+            "test accuracy": float("nan") if accuracy is None else round(100 * accuracy, 2),
+            "tags": ", ".join((tags or {}).get(record.id, [])),
             "created": pd.to_datetime(record.created_at, unit="s").strftime("%Y-%m-%d %H:%M"),
             "id": record.id,
         })
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class RunFilter:
+    """What the Runs page lists: every field empty means no restriction."""
+
+    statuses: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # a run matches if it has any of them
+    text: str = ""  # every word must occur in the run's title, id, method, dataset, tags or error
+
+    @property
+    def active(self) -> bool:
+        return bool(self.statuses or self.methods or self.datasets or self.tags or self.text.strip())
+
+
+def filter_values(records: Sequence, field: str) -> list[str]:
+    """The distinct values of a config field (method, dataset) among ``records``, sorted."""
+    return sorted({str((record.config or {}).get(field)) for record in records if (record.config or {}).get(field)})
+
+
+def _search_text(record, tags: Sequence[str]) -> str:
+    config = record.config or {}
+    return " ".join(
+        str(part) for part in (run_title(record), record.name, record.id, config.get("method"),
+                               config.get("dataset"), config.get("encoder"), record.status, record.error, *tags) if part
+    ).lower()
+
+
+def filter_runs(records: Sequence, run_filter: RunFilter, tags: Mapping[str, Sequence[str]] | None = None) -> list:
+    """The records that pass every restriction of ``run_filter``, in their order."""
+    tags = tags or {}
+    words = run_filter.text.lower().split()
+    kept = []
+    for record in records:
+        config = record.config or {}
+        own_tags = tags.get(record.id, [])
+        if run_filter.statuses and record.status not in run_filter.statuses:
+            continue
+        if run_filter.methods and config.get("method") not in run_filter.methods:
+            continue
+        if run_filter.datasets and config.get("dataset") not in run_filter.datasets:
+            continue
+        if run_filter.tags and not set(run_filter.tags) & set(own_tags):
+            continue
+        if words:
+            haystack = _search_text(record, own_tags)
+            if not all(word in haystack for word in words):
+                continue
+        kept.append(record)
+    return kept
+
+
+# ----------------------------------------------------------------- tags
+# Tags live in ``<runs folder>/tags.json`` ({run id: [tag, ...]}) beside the store, written
+# whole and atomically (a reader never sees half a file). The store has no tags column yet.
+TAGS_FILE = "tags.json"
+MAX_TAG_LENGTH = 40
+
+
+def clean_tag(tag: str) -> str:
+    """One short line without control characters or commas (commas separate tags in the table)."""
+    text = "".join(character if character.isprintable() and character != "," else " " for character in str(tag))
+    return " ".join(text.split())[:MAX_TAG_LENGTH]
+
+
+def load_tags(root: str | Path) -> dict[str, list[str]]:
+    """Every run's tags; a missing or unreadable file means no tags."""
+    try:
+        data = json.loads((Path(root) / TAGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        run_id: [clean_tag(tag) for tag in values if clean_tag(tag)]
+        for run_id, values in data.items()
+        if is_run_id(run_id) and isinstance(values, list)
+    }
+
+
+def _save_tags(root: str | Path, tags: Mapping[str, Sequence[str]]) -> None:
+    path = Path(root) / TAGS_FILE
+    kept = {run_id: sorted(set(values)) for run_id, values in tags.items() if values}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tags-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        json.dump(kept, file, indent=1, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def change_tags(root: str | Path, run_ids: Sequence[str], add: str = "", remove: str = "") -> dict[str, list[str]]:
+    """Add and/or remove one tag on several runs; returns every run's tags afterwards."""
+    tags = load_tags(root)
+    add, remove = clean_tag(add), clean_tag(remove)
+    for run_id in clean_run_ids(run_ids):
+        current = set(tags.get(run_id, []))
+        if add:
+            current.add(add)
+        current.discard(remove)
+        tags[run_id] = sorted(current)
+    _save_tags(root, tags)
+    return {run_id: values for run_id, values in tags.items() if values}
+
+
+def forget_tags(root: str | Path, run_ids: Sequence[str]) -> None:
+    """Drop deleted runs from the tags file."""
+    tags = load_tags(root)
+    if any(run_id in tags for run_id in run_ids):
+        _save_tags(root, {run_id: values for run_id, values in tags.items() if run_id not in set(run_ids)})
 
 
 def metrics_csv(metrics: pd.DataFrame) -> bytes:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import streamlit as st
 
 from metanlp.dashboard.attention import MEAN_OVER_HEADS
 from metanlp.dashboard.forms import GENERAL, OptionSpec, float_format, float_step
+from metanlp.dashboard.run_view import STATUS_ICONS, RunFilter, filter_values
 from metanlp.dashboard.text import plain_markdown
 
 
@@ -50,6 +53,26 @@ def option_widget(spec: OptionSpec, key: str) -> Any:
     return st.text_input(label, value=str(spec.default), key=key)
 
 
+# Streamlit ≥ 1.5x lays a multiselect's chosen values out on one scrolling line unless told to
+# wrap, so a long run name hides the ones after it; older versions always wrap.
+WRAP_TAGS: dict = {"wrap": True} if "wrap" in inspect.signature(st.multiselect).parameters else {}
+WRAP_MIN_ROW_HEIGHT = 72  # px: st.dataframe wraps text only in rows taller than 4rem
+LINE_HEIGHT = 22  # px per wrapped line of table text
+
+
+def text_row_height(texts: Iterable[object], chars_per_line: int = 80, max_lines: int = 4) -> int | None:
+    """A ``row_height`` for ``st.dataframe`` that lets the longest text wrap instead of being cut off.
+
+    None (the default one-line rows) when every text fits on one line of about ``chars_per_line``
+    characters (a "large" column); the rest of a text too long for ``max_lines`` shows on hover.
+    """
+    longest = max((len(str(text)) for text in texts), default=0)
+    lines = min(max_lines, -(-longest // chars_per_line))
+    if lines <= 1:
+        return None
+    return max(WRAP_MIN_ROW_HEIGHT, LINE_HEIGHT * lines + 12)
+
+
 def layer_head_selector(layers: int, heads: int, key: str) -> tuple[int, int | str]:
     """Layer (0-based) and head (0-based, or the mean over heads) pickers side by side."""
     left, right = st.columns(2)
@@ -61,3 +84,34 @@ def layer_head_selector(layers: int, heads: int, key: str) -> tuple[int, int | s
         key=f"{key}_head",
     )
     return layer, head
+
+
+def run_filter_form(records: Sequence, tags: Mapping[str, Sequence[str]], key_prefix: str) -> RunFilter:
+    """Search box and status / method / dataset / tag pickers in one row; returns the filter."""
+    search, status, method, dataset, tag = st.columns([2, 1, 1, 1, 1])
+    text = search.text_input(
+        "Search", key=f"{key_prefix}text", placeholder="name, id, method, dataset, tag or error",
+    )
+    statuses = status.multiselect("Status", list(STATUS_ICONS), key=f"{key_prefix}status")
+    methods = method.multiselect("Method", filter_values(records, "method"), key=f"{key_prefix}method")
+    datasets = dataset.multiselect("Dataset", filter_values(records, "dataset"), key=f"{key_prefix}dataset")
+    all_tags = sorted({value for values in tags.values() for value in values})
+    chosen_tags = tag.multiselect("Tag", all_tags, key=f"{key_prefix}tag", disabled=not all_tags,
+                                  help=None if all_tags else "No run has a tag yet: add tags under 'Tag or delete runs'.")
+    return RunFilter(tuple(statuses), tuple(methods), tuple(datasets), tuple(chosen_tags), text)
+
+
+def runs_table_columns() -> dict:
+    """Column widths and formats of the runs table: names get the room, ids and numbers stay narrow."""
+    return {
+        "status": st.column_config.TextColumn(width="small"),
+        "name": st.column_config.TextColumn(width="large"),
+        "method": st.column_config.TextColumn(width="small"),
+        "dataset": st.column_config.TextColumn(width="small"),
+        "setting": st.column_config.TextColumn(width="small"),
+        "encoder": st.column_config.TextColumn(width="small"),
+        "test accuracy": st.column_config.NumberColumn(format="%.2f %%", width="small"),
+        "tags": st.column_config.TextColumn(width="medium"),
+        "created": st.column_config.TextColumn(width="small"),
+        "id": st.column_config.TextColumn(width="small"),
+    }
