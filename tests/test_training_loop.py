@@ -179,3 +179,31 @@ def test_only_the_engine_loop_iterates_over_training_steps():
     for owner in (training, engine_pretraining, trainer, mlm_pretrain, SupervisedFineTuning):
         assert _step_loops(inspect.getsource(owner)) == [], owner
     assert _step_loops(inspect.getsource(train_loop))  # the one that does
+
+
+def test_the_engine_batches_maml_tasks_and_learns_the_same(monkeypatch):
+    """run_training hands MAML whole meta-batches (its vmap path); per-episode steps give the same run."""
+    from metanlp.engine import RunConfig, run_training
+    from metanlp.methods.maml import GradientMetaLearner
+    from tests.conftest import TINY_ENCODER
+
+    def run() -> tuple[list[float], float]:
+        events: list[dict] = []
+        config = RunConfig(
+            method="maml", dataset="clinc150", n_way=3, k_shot=1, n_query=2, train_steps=10, eval_episodes=3,
+            encoder="scratch", encoder_options=TINY_ENCODER, method_options={"finetune": "frozen"}, device="cpu",
+        )
+        result = run_training(config, on_event=events.append)
+        losses = [e["query_loss"] for e in events if e["event"] == "step" and e.get("phase") == "train"]
+        return losses, result.evaluation.mean_accuracy
+
+    calls: list[int] = []
+    batched = GradientMetaLearner.train_steps
+    monkeypatch.setattr(GradientMetaLearner, "train_steps", lambda self, episodes: calls.append(len(episodes)) or batched(self, episodes))
+    losses, accuracy = run()
+    assert calls and max(calls) > 1, "the engine did not hand MAML a meta-batch"
+    assert len(losses) == 10
+    monkeypatch.setattr(GradientMetaLearner, "episodes_per_call", lambda self: 1)
+    single_losses, single_accuracy = run()
+    assert single_losses == pytest.approx(losses, abs=1e-5)
+    assert single_accuracy == pytest.approx(accuracy)
