@@ -79,6 +79,31 @@ class EmbeddingHead(nn.Module):
         return features + self.linear(features) if self.residual else self.linear(features)
 
 
+class LearnedScale(nn.Module):
+    """A positive scalar (a logit temperature) kept as its logarithm, so no step can flip its sign.
+
+    Cosine similarities lie in [-1, 1] and squared distances of unit-length features in [0, 4]: without a
+    scale the softmax over them is nearly flat and the loss barely says which class was wrong.
+    """
+
+    def __init__(self, initial: float, learn: bool = True) -> None:
+        super().__init__()
+        self.log_value = nn.Parameter(torch.tensor(float(initial)).log(), requires_grad=learn)
+
+    def forward(self) -> torch.Tensor:
+        return self.log_value.exp()
+
+
+def mlp(input_size: int, hidden_size: int, output_size: int, zero_output: bool = False) -> nn.Sequential:
+    """Linear → ReLU → Linear; ``zero_output`` starts it as the zero function, so a learned correction
+    added to a parameter-free rule (a prototype classifier, a distance) leaves that rule intact at first."""
+    network = nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, output_size))
+    if zero_output:
+        nn.init.zeros_(network[-1].weight)
+        nn.init.zeros_(network[-1].bias)
+    return network
+
+
 def step_if_trainable(method: Method, loss: torch.Tensor) -> None:
     """One outer-loop optimiser step on ``loss`` (nothing to do when no parameter is trainable)."""
     if method.trainable_parameters():

@@ -1,4 +1,11 @@
-"""Prototypical Networks (Snell et al. 2017): classify by distance to class means."""
+"""Prototypical Networks (Snell et al. 2017): classify by distance to class means.
+
+On a frozen encoder plain ProtoNet learns nothing that can change a prediction (its temperature
+rescales every logit alike). Two options add what other methods meta-learn, trained with
+ProtoNet's own loss, so that a comparison can tell a method's parameters from its mechanism:
+``head`` is Matching Networks' learned map on the features (``EmbeddingHead``), ``film`` is
+meta-transfer's γ, β on each encoder layer or on the pooled embedding (``ScaleShiftMixin``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import torch
 from torch import nn
 
 from metanlp.encoders import Encoder
-from metanlp.methods._common import OnePassMethod
+from metanlp.methods._common import HEADS, EmbeddingHead, OnePassMethod
+from metanlp.methods._scale_shift import FILM_PLACES, ScaleShiftMixin
 from metanlp.methods.base import (
     EncoderOptions,
     MethodCard,
@@ -18,6 +26,8 @@ from metanlp.methods.options import check_choice, check_range
 from metanlp.methods.registry import register_method
 
 DISTANCES = ("euclidean", "cosine")
+HEAD_CHOICES = ("none", *HEADS)
+FILM_CHOICES = ("none", *FILM_PLACES)
 
 
 def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -43,16 +53,22 @@ class ProtoNetOptions(EncoderOptions):
     lr: float = 1e-4
     scale: float = 1.0  # logit temperature; learned during meta-training
     learn_scale: bool = True
+    head: str = "none"  # Matching Networks' learned map on the features: "residual" (identity at start), "projection"
+    embedding_size: int = 128  # output size of a projection head
+    film: str = "none"  # meta-transfer's γ, β: on every encoder layer ("layers") or the pooled embedding
 
     def validate(self) -> None:
         super().validate()
         check_choice("distance", self.distance, DISTANCES)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("scale", self.scale, 1e-3, 1e3)
+        check_choice("head", self.head, HEAD_CHOICES)
+        check_range("embedding_size", self.embedding_size, 2, 4096)
+        check_choice("film", self.film, FILM_CHOICES)
 
 
 @register_method
-class ProtoNet(OnePassMethod):
+class ProtoNet(ScaleShiftMixin, OnePassMethod):
     card = MethodCard(
         name="protonet",
         title="Prototypical Networks",
@@ -73,16 +89,24 @@ class ProtoNet(OnePassMethod):
         self.configure_encoder(options.finetune, options.top_k)
         # Log-scale keeps the temperature positive while it is learned.
         self.log_scale = nn.Parameter(torch.tensor(float(options.scale)).log(), requires_grad=options.learn_scale)
+        self.head = (
+            EmbeddingHead(encoder.hidden_size, options.head, options.embedding_size) if options.head != "none" else None
+        )
+        self.add_scale_shift(options.film)  # "none": ``features`` stays the encoder's own
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, H) → the space prototypes live in (the head's, if any)."""
+        return features if self.head is None else self.head(features)
 
     def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         return prototype_logits(queries, prototypes, self.options.distance, self.log_scale.exp())
 
     def scorer(self, support: torch.Tensor, labels: torch.Tensor, n_way: int):
-        prototypes = class_prototypes(support, labels, n_way)
-        return lambda queries: self.logits(queries, prototypes)
+        prototypes = class_prototypes(self.embed(support), labels, n_way)
+        return lambda queries: self.logits(self.embed(queries), prototypes)
 
     def prediction_invariant_parameters(self) -> list[nn.Parameter]:
         return [self.log_scale]  # a temperature scales every logit alike: the argmax never moves
 
     def extra_metrics(self) -> Metrics:
-        return {"scale": self.log_scale.exp().item()}
+        return {"scale": self.log_scale.exp().item(), **self.scale_shift_metrics()}

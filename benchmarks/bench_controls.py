@@ -1,0 +1,165 @@
+"""Controls that separate a method's learned parameters from its mechanism, on frozen MiniLM.
+
+Each pair is trained for the same number of meta-training episodes (same training episodes: same
+seed) and scored on the same saved test episodes; differences are paired, with 95% intervals.
+
+- Matching Networks (default: a learned 384×384 residual head) vs ProtoNet with the same head
+  (``head=residual``, Matching's learning rate), with ProtoNet's Euclidean distance and with
+  Matching's cosine at Matching's temperature (at 1 shot the latter is the same model as Matching).
+- Meta-transfer (default: γ, β on every MiniLM layer, a MAML outer loop around a per-task head)
+  vs ProtoNet with the same γ, β (``film=layers``, meta-transfer's learning rate, no inner loop).
+- Fine-tuning: a linear probe (default) vs the top layer unfrozen (``finetune=top``), on the first
+  ``--finetune-episodes`` test episodes (per-task fine-tuning of MiniLM costs seconds per episode on a CPU).
+
+    python -m benchmarks.bench_controls --embeddings /tmp/emb/minilm.pt
+
+Finished cells are kept in ``--out`` (with the saved test episodes beside it) and reused when the command
+is run again; ``--rows`` picks rows by label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from metanlp.data.episodes import load_episodes, save_episodes
+from metanlp.encoders.cache import shared_cache
+from metanlp.engine import RunConfig
+from metanlp.engine.training import EncoderPool, evaluation_episodes, load_run_dataset, run_training
+from metanlp.evaluation import EvaluationResult, compare_results
+
+# label → (method, options); learning rates match the method each row controls for.
+ROWS: dict[str, tuple[str, dict]] = {
+    "ProtoNet": ("protonet", {}),
+    "ProtoNet + residual head": ("protonet", {"head": "residual", "lr": 3e-4}),
+    # s=5 on squared Euclidean distances of unit vectors is cosine at s=10: Matching's sharpness, ProtoNet's distance.
+    "ProtoNet + residual head (s=5)": ("protonet", {"head": "residual", "lr": 3e-4, "scale": 5.0}),
+    "ProtoNet + residual head (cosine s=10)": (
+        "protonet", {"head": "residual", "lr": 3e-4, "distance": "cosine", "scale": 10.0}
+    ),
+    "Matching Networks": ("matching", {}),
+    "ProtoNet + γ/β (film=layers)": ("protonet", {"film": "layers", "lr": 1e-3}),
+    "ProtoNet + γ/β (s=5)": ("protonet", {"film": "layers", "lr": 1e-3, "scale": 5.0}),
+    "Meta-transfer": ("meta_transfer", {}),
+    "Fine-tune (linear probe)": ("finetune", {}),
+    "Fine-tune top layer": ("finetune", {"finetune": "top"}),
+}
+FINETUNE_ROWS = ("Fine-tune (linear probe)", "Fine-tune top layer")
+PAIRS = [  # (A, B): A − B
+    ("ProtoNet + residual head", "ProtoNet"),
+    ("ProtoNet + residual head (cosine s=10)", "ProtoNet"),
+    ("Matching Networks", "ProtoNet"),
+    ("Matching Networks", "ProtoNet + residual head"),
+    ("Matching Networks", "ProtoNet + residual head (s=5)"),
+    ("Matching Networks", "ProtoNet + residual head (cosine s=10)"),
+    ("ProtoNet + γ/β (film=layers)", "ProtoNet"),
+    ("ProtoNet + γ/β (s=5)", "ProtoNet"),
+    ("Meta-transfer", "ProtoNet"),
+    ("Meta-transfer", "ProtoNet + γ/β (film=layers)"),
+    ("Meta-transfer", "ProtoNet + γ/β (s=5)"),
+    ("Fine-tune top layer", "Fine-tune (linear probe)"),
+]
+
+
+def episodes_file(folder: Path, dataset: str, k_shot: int, count: int, limit: int | None = None) -> str:
+    """The saved test episodes of a cell (the first ``limit`` of them, if given): every row reads these."""
+    path = folder / f"{dataset}_5way_{k_shot}shot_5q_{count}ep.json.gz"
+    if not path.exists():
+        config = RunConfig(dataset=dataset, k_shot=k_shot, eval_episodes=count)
+        save_episodes(evaluation_episodes(load_run_dataset(config)[0], config), path, {"dataset": dataset})
+    if limit is None or limit >= count:
+        return str(path)
+    subset = folder / f"{dataset}_5way_{k_shot}shot_5q_{count}ep_first{limit}.json.gz"
+    if not subset.exists():
+        save_episodes(load_episodes(path)[0][:limit], subset, {"dataset": dataset, "first": limit})
+    return str(subset)
+
+
+def run_cell(pool: EncoderPool, method: str, options: dict, dataset: str, k_shot: int, steps: int, episodes: str) -> dict:
+    config = RunConfig(
+        method=method, dataset=dataset, n_way=5, k_shot=k_shot, n_query=5, train_steps=steps,
+        episodes_file=episodes, encoder="minilm", method_options=options, seed=0, device="cpu",
+    )
+    result = run_training(config, encoder_pool=pool)
+    evaluation = result.evaluation
+    return {
+        "evaluation": evaluation.to_dict(), "meta_learned_parameters": result.meta_learned_parameters,
+        "meta_trained": result.meta_trained, "train_seconds": result.seconds - evaluation.seconds,
+    }
+
+
+def table(results: dict, steps: int) -> str:
+    """Markdown: accuracy per row and cell, then the paired differences."""
+    cells = list(results)
+    lines = ["| row | meta-learned params | " + " | ".join(cells) + " |", "|---|---:|" + "---:|" * len(cells)]
+    for label in ROWS:
+        found = [results[cell].get(label) for cell in cells]
+        count = next((r["meta_learned_parameters"] for r in found if r), 0)
+        values = [f"{100 * r['mean_accuracy']:.1f} ± {100 * r['ci95']:.1f} ({r['episodes']})" if r else "–"
+                  for r in (row["evaluation"] if row else None for row in found)]
+        lines.append(f"| {label} | {count:,} | " + " | ".join(values) + " |")
+    lines += ["", "| A − B (paired, points) | " + " | ".join(cells) + " |", "|---|" + "---:|" * len(cells)]
+    for a, b in PAIRS:
+        values = []
+        for cell in cells:
+            if a in results[cell] and b in results[cell]:
+                comparison = compare_results(*(EvaluationResult(**results[cell][x]["evaluation"]) for x in (a, b)))
+                mark = "*" if comparison.excludes_zero else ""
+                values.append(f"{100 * comparison.mean_difference:+.1f} ± {100 * comparison.ci95:.1f}{mark}")
+            else:
+                values.append("–")
+        lines.append(f"| {a} − {b} | " + " | ".join(values) + " |")
+    lines.append(f"\n{steps} meta-training episodes per trained row; * : 95% interval excludes 0.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="fewrel,huffpost")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--finetune-episodes", type=int, default=30)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row labels (default: all)")
+    parser.add_argument("--embeddings", help="a saved dict text → MiniLM embedding, preloaded into the cache")
+    parser.add_argument("--out", default="runs/controls/controls.json")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table-only", action="store_true", help="print the table of --out, run nothing")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    results = saved.get("results", {})
+    if args.table_only:
+        print(table(results, saved.get("settings", {}).get("train_steps", args.train_steps)))
+        return
+    pool = EncoderPool()
+    if args.embeddings:
+        shared_cache(pool._pristine_encoder("minilm", {}))._store.update(torch.load(args.embeddings))
+    for dataset in args.datasets.split(","):
+        for k_shot in (int(k) for k in args.shots.split(",")):
+            cell = results.setdefault(f"{dataset} {k_shot}-shot", {})
+            for label in args.rows.split(","):
+                if label in cell:
+                    continue
+                method, options = ROWS[label]
+                limit = args.finetune_episodes if label in FINETUNE_ROWS else None
+                episodes = episodes_file(out.parent / "control_episodes", dataset, k_shot, args.episodes, limit)
+                cell[label] = run_cell(pool, method, options, dataset, k_shot, args.train_steps, episodes)
+                evaluation = cell[label]["evaluation"]
+                print(f"{dataset} {k_shot}-shot {label}: {100 * evaluation['mean_accuracy']:.1f} "
+                      f"(train {cell[label]['train_seconds']:.0f} s, eval {evaluation['seconds']:.0f} s)", flush=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({
+                    "settings": {**vars(args), "machine": platform.platform(), "torch": torch.__version__},
+                    "results": results,
+                }))
+    print(table(results, args.train_steps))
+
+
+if __name__ == "__main__":
+    main()
