@@ -106,6 +106,33 @@ def accuracy_before_and_after(method: Method, split: FewShotSplit, steps: int) -
     return before, mean_accuracy(method, held_out)
 
 
+def synthetic_split(
+    seed: int = 0, train_classes: int = 40, test_classes: int = 20, per_class: int = 12, noise: float = 3.0
+) -> FewShotSplit:
+    """Gaussian classes in 8 of 32 dimensions; the other 24 are loud noise drawn afresh for every example.
+
+    Distances in the raw features (what an untrained, prototype-anchored method uses) are dominated by
+    the noise, so new classes are hard to tell apart; a meta-learned map that mutes those dimensions makes
+    them easy. Features and labels are seeded, so before/after accuracies are reproducible.
+    """
+    signal, width = 8, 32
+    generator = torch.Generator().manual_seed(seed)
+    table: dict[str, torch.Tensor] = {}
+    classes: list[dict[str, list[str]]] = [{}, {}]  # meta-train, meta-test
+    for index in range(train_classes + test_classes):
+        centre = 1.5 * torch.randn(signal, generator=generator)
+        texts = []
+        for example in range(per_class):
+            text = f"class {index} example {example}"
+            table[text] = torch.cat([
+                centre + torch.randn(signal, generator=generator),
+                noise * torch.randn(width - signal, generator=generator),
+            ])
+            texts.append(text)
+        classes[index >= train_classes][f"class {index}"] = texts
+    return FewShotSplit(PrecomputedEncoder(table), *classes)
+
+
 @pytest.fixture(scope="module")
 def clinc_minilm() -> FewShotSplit:
     return clinc_minilm_split()
@@ -165,7 +192,7 @@ def test_matching_network_learns_a_metric_for_new_classes(clinc_minilm):
 # ----- Relation Networks -------------------------------------------------------------------
 def test_relation_scores_are_in_the_unit_interval(tiny_encoder):
     torch.manual_seed(0)
-    method = create_method("relation", tiny_encoder)
+    method = create_method("relation", tiny_encoder, {"anchor": False, "loss": "mse"})  # the paper's design
     support, labels = torch.randn(6, 32) * 10, torch.tensor([0, 0, 1, 1, 2, 2])
     classes = method.class_embeddings(support, labels, 3)
     scores = method.relation_scores(torch.randn(4, 32) * 10, classes)
@@ -178,6 +205,15 @@ def test_relation_scores_are_in_the_unit_interval(tiny_encoder):
     assert torch.allclose(loss, expected)
 
 
+def test_untrained_anchored_relation_network_is_nearest_prototype(tiny_encoder):
+    torch.manual_seed(0)
+    method = create_method("relation", tiny_encoder)  # anchored, residual head: both start at zero
+    support, labels, queries = torch.randn(6, 32), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(9, 32)
+    logits = method.scorer(support, labels, 3)(queries)
+    prototypes = torch.stack([support[labels == k].mean(0) for k in range(3)])
+    assert torch.allclose(logits, -method.options.scale * torch.cdist(queries, prototypes).pow(2), atol=1e-3)
+
+
 def test_relation_class_embedding_sums_or_averages_the_shots(tiny_encoder):
     support, labels = torch.randn(5, 32), torch.tensor([0, 0, 0, 1, 1])
     torch.manual_seed(0)
@@ -187,14 +223,6 @@ def test_relation_class_embedding_sums_or_averages_the_shots(tiny_encoder):
     means = mean_method.class_embeddings(support, labels, 2)
     sums = sum_method.class_embeddings(support, labels, 2)
     assert torch.allclose(sums, means * torch.tensor([[3.0], [2.0]]), atol=1e-5)
-
-
-def test_relation_network_learns_to_compare_new_classes(clinc_minilm):
-    torch.manual_seed(0)
-    method = create_method("relation", clinc_minilm.encoder)
-    before, after = accuracy_before_and_after(method, clinc_minilm, steps=200)
-    assert after > before + 0.2, (before, after)
-    assert after > CHANCE + 0.4, (before, after)
 
 
 # ----- Induction Networks ------------------------------------------------------------------
@@ -231,6 +259,16 @@ def test_dynamic_routing_weighs_down_the_odd_shot_out():
     assert class_vectors[0] @ direction / class_vectors[0].norm() > plain_mean @ direction / plain_mean.norm()
 
 
+def test_untrained_anchored_induction_network_scores_by_cosine_to_the_class_vector(tiny_encoder):
+    torch.manual_seed(0)
+    method = create_method("induction", tiny_encoder)
+    support, labels, queries = torch.randn(3, 32), torch.tensor([0, 1, 2]), torch.randn(9, 32)
+    logits = method.scorer(support, labels, 3)(queries)
+    # One shot per class: the routed class vector points along its shot (residual head: the identity).
+    cosine = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(support, dim=-1).T
+    assert torch.allclose(logits, method.options.scale * cosine, atol=1e-4)
+
+
 def test_induction_relation_scores_are_in_the_unit_interval(tiny_encoder):
     torch.manual_seed(0)
     method = create_method("induction", tiny_encoder)
@@ -240,9 +278,53 @@ def test_induction_relation_scores_are_in_the_unit_interval(tiny_encoder):
     assert torch.all((scores >= 0) & (scores <= 1))
 
 
-def test_induction_network_learns_to_induce_new_classes(clinc_minilm):
+# ----- every meta-learned default: one step changes predictions, meta-training lifts new classes ----
+META_LEARNED_DEFAULTS = ("matching", "relation", "induction", "hypernetwork", "mann", "lstm_meta_learner")
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> FewShotSplit:
+    return synthetic_split()
+
+
+def held_out_logits(method: Method, episode: Episode) -> torch.Tensor:
+    return method.adapt(episode).predict_logits(episode.query_texts)
+
+
+@pytest.mark.parametrize("name", META_LEARNED_DEFAULTS)
+def test_one_meta_training_step_changes_parameters_that_change_predictions(name, synthetic):
     torch.manual_seed(0)
-    method = create_method("induction", clinc_minilm.encoder)
-    before, after = accuracy_before_and_after(method, clinc_minilm, steps=200)
-    assert after > before + 0.3, (before, after)
-    assert after > CHANCE + 0.4, (before, after)
+    method = create_method(name, synthetic.encoder)
+    assert method.learns_across_tasks
+    episode = synthetic.test_episodes(1)[0]
+    before = held_out_logits(method, episode)
+    learned = method.meta_learned_parameters()
+    learned_before = [parameter.detach().clone() for parameter in learned]
+    invariant = method.prediction_invariant_parameters()
+    invariant_before = [parameter.detach().clone() for parameter in invariant]
+    method.train_step(synthetic.train_sampler().sample())
+    assert any(not torch.equal(old, new) for old, new in zip(learned_before, learned, strict=True))
+    with torch.no_grad():  # undo what cannot change a prediction (a temperature): the rest must still
+        for parameter, old in zip(invariant, invariant_before, strict=True):
+            parameter.copy_(old)
+    assert not torch.allclose(held_out_logits(method, episode), before, atol=1e-6)
+
+
+# (method, options, meta-training steps, required lift of held-out accuracy over the same method untrained).
+# The defaults' lr of 1e-4 is tuned for real text, where a residual head must stay near the identity over
+# hundreds of steps; muting the noise here takes the head far from it, so those tests step 30x larger.
+# Measured (seeds 0-2, 300 steps): matching 0.28-0.32 → 0.53-0.58, relation 0.26-0.31 → 0.68-0.73,
+# induction 0.28-0.32 → 0.54-0.58 (the HyperNetwork's learning tests are in test_hypernetwork.py).
+LEARNING_CASES = [
+    ("matching", {"lr": 3e-3}, 300, 0.15),
+    ("relation", {"lr": 3e-3}, 300, 0.15),
+    ("induction", {"lr": 3e-3}, 300, 0.15),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "steps", "margin"), LEARNING_CASES)
+def test_meta_training_lifts_held_out_class_accuracy(name, options, steps, margin, synthetic):
+    torch.manual_seed(0)
+    method = create_method(name, synthetic.encoder, options)
+    before, after = accuracy_before_and_after(method, synthetic, steps)
+    assert after > before + margin, (before, after)

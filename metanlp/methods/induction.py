@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from metanlp.encoders import Encoder
-from metanlp.methods._common import OnePassMethod
+from metanlp.methods._common import HEADS, EmbeddingHead, LearnedScale, OnePassMethod
 from metanlp.methods.base import (
     EncoderOptions,
     MethodCard,
@@ -50,19 +50,26 @@ def dynamic_routing(
 
 @dataclass
 class InductionOptions(EncoderOptions):
-    lr: float = 1e-3
-    induction_size: int = 128  # size of the transformed support vectors and class vectors
+    lr: float = 1e-4
+    head: str = "residual"  # W_s, b_s: identity at start (see EmbeddingHead), or a projection
+    induction_size: int = 128  # size of the class vectors from a projection head
     routing_iterations: int = 3  # the paper uses 3
-    tensor_slices: int = 32  # h: slices of the neural tensor layer (paper: 100)
-    loss: str = "mse"  # the paper's MSE to one-hot, or cross-entropy
+    tensor_slices: int = 8  # h: slices of the neural tensor layer (paper: 100)
+    loss: str = "cross_entropy"  # or the paper's "mse" to one-hot (it saturates on an anchored score)
+    # Anchored: the tensor layer's score is added to s·cos(c_i, W_s e_q + b_s) and starts at zero, so the
+    # untrained network is a nearest-class-vector classifier; off: the tensor layer alone, as in the paper.
+    anchor: bool = True
+    scale: float = 10.0  # s, learned (anchored only)
 
     def validate(self) -> None:
         super().validate()
         check_range("lr", self.lr, 1e-7, 1.0)
+        check_choice("head", self.head, HEADS)
         check_range("induction_size", self.induction_size, 2, 4096)
         check_range("routing_iterations", self.routing_iterations, 1, 20)
         check_range("tensor_slices", self.tensor_slices, 1, 1024)
         check_choice("loss", self.loss, RELATION_LOSSES)
+        check_range("scale", self.scale, 1e-3, 1e3)
 
 
 @register_method
@@ -83,16 +90,21 @@ class InductionNetwork(OnePassMethod):
         paper_url="https://arxiv.org/abs/1902.10482",
     )
     Options = InductionOptions
+    recommended_train_steps = 1000
 
     def __init__(self, encoder: Encoder, options: InductionOptions) -> None:
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
-        size, slices = options.induction_size, options.tensor_slices
-        self.transform = nn.Linear(encoder.hidden_size, size)  # W_s, b_s, shared by all classes
+        self.transform = EmbeddingHead(encoder.hidden_size, options.head, options.induction_size)  # W_s, b_s
+        size, slices = self.transform.output_size, options.tensor_slices
         # M^[1:h]: one bilinear form per slice between a class vector and a query embedding.
         # Unit-variance entries: c^T M e then has a spread of about ‖c‖‖e‖, with ‖c‖ < 1 after squash.
         self.tensor = nn.Parameter(torch.randn(slices, size, encoder.hidden_size))
         self.score = nn.Linear(slices, 1)  # W_r, b_r
+        self.similarity_scale = LearnedScale(options.scale) if options.anchor else None
+        if self.similarity_scale is not None:  # the tensor layer starts silent: a correction to the anchor
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
 
     def class_vectors(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """Encoder features of the support set → induced class vectors (N, induction_size)."""
@@ -104,7 +116,11 @@ class InductionNetwork(OnePassMethod):
         """Pre-sigmoid relation scores: query features (Q, H), class vectors (N, D) → (Q, N)."""
         class_forms = torch.einsum("nd,kdh->nkh", class_vectors, self.tensor)  # c_i^T M^k: (N, h, H)
         tensor_products = torch.einsum("nkh,qh->qnk", class_forms, queries)  # (Q, N, h)
-        return self.score(torch.relu(tensor_products)).squeeze(-1)
+        relations = self.score(torch.relu(tensor_products)).squeeze(-1)
+        if self.similarity_scale is not None:
+            cosine = F.normalize(self.transform(queries), dim=-1) @ F.normalize(class_vectors, dim=-1).T
+            relations = relations + self.similarity_scale() * cosine
+        return relations
 
     def relation_scores(self, queries: torch.Tensor, class_vectors: torch.Tensor) -> torch.Tensor:
         """r_iq in [0, 1]: (Q, H), (N, D) → (Q, N)."""

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
-from metanlp.methods._common import step_if_trainable
+from metanlp.methods._common import one_pass_report, step_if_trainable
 from metanlp.methods.base import (
     EncoderOptions,
     InnerStepCallback,
@@ -41,10 +41,13 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.options import OptionError, check_range
+from metanlp.methods.options import OptionError, check_choice, check_range
 from metanlp.methods.registry import register_method
 
-MEMORY_INIT = 1e-6  # the paper starts every episode from a memory of small constants
+MEMORY_INIT = 0.0  # see the module notes: the paper's 1e-6 constants give every empty slot one shared direction
+PRESENTATIONS = ("online", "episodic")
+EMPTY_SLOT_NORM = 0.1  # written slots are ~sqrt(W)/2 long (tanh entries); soft-write dust is far shorter
+LEAST_USED_GATE_LOGIT = -5.0  # anchored start: σ(-5) ≈ 0.007 of each write goes to the slot read last
 
 
 def least_used_weights(usage: torch.Tensor, heads: int) -> torch.Tensor:
@@ -61,9 +64,26 @@ def lrua_write_weights(
 
 
 def content_read_weights(keys: torch.Tensor, strength: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-    """w^r_t(i) = softmax_i(β · cos(k_t, M_t(i))): keys (B, heads, W), β (B, heads, 1), memory (B, M, W)."""
-    similarity = F.normalize(keys, dim=-1) @ F.normalize(memory, dim=-1).transpose(1, 2)  # (B, heads, M)
-    return torch.softmax(strength * similarity, dim=-1)
+    """w^r_t(i) = softmax_i(β · K(k_t, M_t(i))): keys (B·G, heads, W), β (B·G, heads, 1), memory (B, M, W).
+
+    G ≥ 1 readers share each memory (the queries of one episode), without copying it. K is the cosine,
+    except that a slot shorter than ``EMPTY_SLOT_NORM`` counts as that long: slots that hold only the
+    dust of soft writes then resemble nothing, instead of all pointing where the writes did on average
+    and outvoting the few slots that hold an example.
+    """
+    batch, slots, _ = memory.shape
+    readers, heads, width = keys.shape
+    lengths = memory.norm(dim=-1).clamp(min=EMPTY_SLOT_NORM)  # (B, M)
+    grouped = F.normalize(keys, dim=-1).reshape(batch, -1, width)  # (B, G·heads, W)
+    similarity = grouped @ (memory / lengths[..., None]).transpose(1, 2)  # (B, G·heads, M)
+    return torch.softmax(strength * similarity.view(readers, heads, slots), dim=-1)
+
+
+def read_memory(read_weights: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """r_t = Σ_i w^r_t(i) M_t(i), heads concatenated: weights (B·G, heads, M), memory (B, M, W) → (B·G, heads·W)."""
+    readers = read_weights.shape[0]
+    grouped = read_weights.reshape(memory.shape[0], -1, memory.shape[1])  # (B, G·heads, M)
+    return (grouped @ memory).reshape(readers, -1)
 
 
 @dataclass
@@ -77,24 +97,37 @@ class MemoryState:
     read_weights: torch.Tensor  # w^r (B, heads, M)
     reads: torch.Tensor  # r, concatenated over heads (B, heads · W)
 
-    def repeat_each(self, count: int) -> MemoryState:
-        """Each sequence's state ``count`` times in a row, e.g. once per query: batch B → B · count."""
-        return MemoryState(*(tensor.repeat_interleave(count, 0) for tensor in vars(self).values()))
+    def repeat_each(self, count: int, memory: bool = True) -> MemoryState:
+        """Each sequence's state ``count`` times in a row, e.g. once per query: batch B → B · count.
+
+        ``memory=False`` keeps one memory per sequence, for readers that do not write to it."""
+        repeated = {name: tensor.repeat_interleave(count, 0) for name, tensor in vars(self).items()}
+        if not memory:
+            repeated["memory"] = self.memory
+        return MemoryState(**repeated)
 
 
 @dataclass
 class MANNOptions(EncoderOptions):
     # Frozen MiniLM on CLINC150 5-way 3-shot: lr 3e-3 reached 30% (chance 20%) after 500 episodes and 33%
     # after 2,000; lr 1e-3 stayed at chance for 2,000. MANNs need many episodes (the paper used 100,000).
-    lr: float = 3e-3
-    input_size: int = 64  # the encoder features are projected to this size before the controller
+    lr: float = 1e-4
+    input_size: int = 384  # the encoder features are projected to this size before the controller
     controller_size: int = 200  # LSTM units (paper: 200)
     memory_slots: int = 128  # paper: 128
-    memory_width: int = 40  # paper: 40
+    memory_width: int = 384  # paper: 40
     read_heads: int = 4  # paper: 4
     usage_decay: float = 0.95  # γ in w^u_t = γ w^u_{t-1} + w^r_t + w^w_t
     max_ways: int = 20  # size of the one-hot label input and of the output layer
     support_loss_weight: float = 1.0  # weight of the online support predictions in the training loss
+    # "online": the paper's sequence, x_t shown with y_{t-1}, every step predicts, writes and reads.
+    # "episodic": each support example is shown with its own label; queries come with no label and only
+    # read (a write first would let a query find itself in memory).
+    presentation: str = "episodic"
+    # The interface (keys, write vectors, gates) and the output layer also read the controller's input,
+    # not only its hidden state, and start as a key-value store (see ``initialise_interface``).
+    anchored_memory: bool = True
+    initial_key_strength: float = 30.0  # β before meta-training (β = 1 + softplus(·) ≥ 1; random-ish ≈ 1.7)
     seed: int = 0  # shuffles the support sequence (a fixed order per call of adapt)
 
     def validate(self) -> None:
@@ -110,23 +143,25 @@ class MANNOptions(EncoderOptions):
         check_range("usage_decay", self.usage_decay, 0.0, 1.0)
         check_range("max_ways", self.max_ways, 2, 1000)
         check_range("support_loss_weight", self.support_loss_weight, 0.0, 100.0)
+        check_choice("presentation", self.presentation, PRESENTATIONS)
+        check_range("initial_key_strength", self.initial_key_strength, 1.01, 1000.0)
         check_range("seed", self.seed, 0, 2**31 - 1)
 
 
 class MemoryTaskModel(TaskModel):
     """The state after the support sequence; each query is one more step from that state."""
 
-    def __init__(self, method: MANN, state: MemoryState, last_label: torch.Tensor, n_way: int) -> None:
+    def __init__(self, method: MANN, state: MemoryState, label_input: torch.Tensor, n_way: int) -> None:
         self.method = method
         self.state = state
-        self.last_label = last_label
+        self.label_input = label_input
         self.n_way = n_way
 
     def predict_logits(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad():
             return self.method.query_logits(
-                self.state, self.last_label, self.method.features(texts), self.n_way
-            )
+                self.state, self.label_input, self.method.features(texts)[None], self.n_way
+            )[0]
 
 
 @register_method
@@ -149,19 +184,62 @@ class MANN(Method):
         paper_url="https://arxiv.org/abs/1605.06065",
     )
     Options = MANNOptions
+    recommended_train_steps = 1000
 
     def __init__(self, encoder: Encoder, options: MANNOptions) -> None:
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
         heads, width = options.read_heads, options.memory_width
-        self.input_projection = nn.Linear(encoder.hidden_size, options.input_size)
+        # LayerNorm gives the controller inputs of unit scale: a pretrained encoder's unit-length
+        # features have entries of about 1/sqrt(H), which the gates and keys would barely notice.
+        # No bias at the start: unit-length features project to entries of about 1/sqrt(3H), less than a
+        # default random bias, and a constant shared by every example would make all keys look alike.
+        self.input_projection = nn.Sequential(
+            nn.Linear(encoder.hidden_size, options.input_size), nn.LayerNorm(options.input_size)
+        )
+        nn.init.zeros_(self.input_projection[0].bias)
         self.controller = nn.LSTMCell(
             options.input_size + options.max_ways + heads * width, options.controller_size
         )
         # Per head: read key k, write vector a, gate α and key strength β.
-        self.interface = nn.Linear(options.controller_size, heads * (2 * width + 2))
-        self.output = nn.Linear(options.controller_size + heads * width, options.max_ways)
+        skip = options.input_size + options.max_ways if options.anchored_memory else 0
+        self.interface = nn.Linear(options.controller_size + skip, heads * (2 * width + 2))
+        self.output = nn.Linear(options.controller_size + skip + heads * width, options.max_ways)
+        self.initialise_interface()
         self._shuffle_rng = random.Random(options.seed)
+
+    @property
+    def online(self) -> bool:
+        return self.options.presentation == "online"
+
+    def initialise_interface(self) -> None:
+        """Start β at ``initial_key_strength``; with ``anchored_memory``, as a key-value store.
+
+        Every write vector then starts as [k(x); v(y)]: its first half the same map of the example as the
+        read key (whose second half is zero), its second half a random code of the label; and each write
+        goes to a least-used slot. So from the first episode a query's key finds the stored examples that
+        look like it, and what it reads back carries their labels; meta-training still has every weight
+        to change, and must learn the rest (reading the label code out, using the controller's state).
+        """
+        heads, width = self.options.read_heads, self.options.memory_width
+        rows = self.interface.weight.data.view(heads, 2 * width + 2, -1)  # columns: [hidden; input; label]
+        biases = self.interface.bias.data.view(heads, 2 * width + 2)
+        strength = torch.tensor(self.options.initial_key_strength - 1.0)
+        biases[:, -1] = strength + torch.log(-torch.expm1(-strength))  # softplus⁻¹(β - 1)
+        if not self.options.anchored_memory:
+            return
+        half, hidden, labels = width // 2, self.options.controller_size, self.options.max_ways
+        keys, writes = rows[:, :width], rows[:, width : 2 * width]
+        keys[:, :, :hidden] = 0.0  # keys start as a map of the input alone ...
+        keys[:, :, -labels:] = 0.0
+        keys[:, half:] = 0.0  # ... into the first half of the row
+        biases[:, :width] = 0.0
+        writes.zero_()
+        writes[:, :half] = keys[:, :half]  # the same map, so an example finds what it wrote
+        writes[:, half:, -labels:] = torch.randn(heads, width - half, labels)  # the label's code
+        biases[:, width : 2 * width] = 0.0
+        rows[:, 2 * width] = 0.0  # σ(α) ≈ 0: each example starts in a fresh (least-used) slot of its own
+        biases[:, 2 * width] = LEAST_USED_GATE_LOGIT
 
     # ----- the recurrent core ------------------------------------------------------------
     def initial_state(self, batch: int, reference: torch.Tensor) -> MemoryState:
@@ -181,30 +259,37 @@ class MANN(Method):
         )
 
     def step(
-        self, state: MemoryState, inputs: torch.Tensor, previous_label: torch.Tensor
+        self, state: MemoryState, inputs: torch.Tensor, previous_label: torch.Tensor, write: bool = True
     ) -> tuple[MemoryState, torch.Tensor]:
-        """One time step: inputs (B, input_size), previous_label one-hot (B, max_ways) → (state, logits)."""
+        """One time step: inputs (B, input_size), label input one-hot (B, max_ways) → (state, logits).
+
+        ``write=False`` reads the memory as it is (an episodic query)."""
         options = self.options
         heads, width = options.read_heads, options.memory_width
         hidden, cell = self.controller(
             torch.cat([inputs, previous_label, state.reads], -1), (state.hidden, state.cell)
         )
-        interface = self.interface(hidden).view(-1, heads, 2 * width + 2)
+        seen = torch.cat([hidden, inputs, previous_label], -1) if options.anchored_memory else hidden
+        interface = self.interface(seen).view(-1, heads, 2 * width + 2)
         keys = torch.tanh(interface[..., :width])  # k_t (B, heads, W)
         write_vectors = torch.tanh(interface[..., width : 2 * width])  # a_t (B, heads, W)
         gate = torch.sigmoid(interface[..., 2 * width : 2 * width + 1])  # σ(α) (B, heads, 1)
         strength = 1 + F.softplus(interface[..., -1:])  # β ≥ 1 (B, heads, 1)
 
-        least_used = least_used_weights(state.usage, heads)  # w^lu_{t-1} (B, heads, M)
-        write_weights = lrua_write_weights(gate, state.read_weights, least_used)
-        # The paper clears the least-used slot before writing into it.
-        erase = least_used.amax(1).unsqueeze(-1)  # (B, M, 1)
-        memory = state.memory * (1 - erase) + write_weights.transpose(1, 2) @ write_vectors  # (B, M, W)
+        usage = options.usage_decay * state.usage
+        memory = state.memory  # (B, M, W); without writes it may be shared by groups of readers
+        if write:
+            least_used = least_used_weights(state.usage, heads)  # w^lu_{t-1} (B, heads, M)
+            write_weights = lrua_write_weights(gate, state.read_weights, least_used)
+            # The paper clears the least-used slot before writing into it.
+            erase = least_used.amax(1).unsqueeze(-1)  # (B, M, 1)
+            memory = memory * (1 - erase) + write_weights.transpose(1, 2) @ write_vectors
+            usage = usage + write_weights.sum(1)
 
         read_weights = content_read_weights(keys, strength, memory)  # (B, heads, M)
-        reads = (read_weights @ memory).flatten(1)  # (B, heads · W)
-        usage = options.usage_decay * state.usage + read_weights.sum(1) + write_weights.sum(1)
-        logits = self.output(torch.cat([hidden, reads], -1))
+        reads = read_memory(read_weights, memory)  # (B, heads · W)
+        usage = usage + read_weights.sum(1)
+        logits = self.output(torch.cat([seen, reads], -1))
         return MemoryState(hidden, cell, memory, usage, read_weights, reads), logits
 
     def run_support(
@@ -212,32 +297,40 @@ class MANN(Method):
     ) -> tuple[MemoryState, torch.Tensor, torch.Tensor]:
         """Feed support sequences: encoder features (B, T, H), labels (B, T).
 
-        Returns the final state, the one-hot of the last label (B, max_ways) and the online predictions
-        (B, T, n_way): step t is predicted before y_t is shown, so these are honest few-shot guesses.
+        Returns the final state, the label input that goes with every query (B, max_ways): y_T when
+        online, none when episodic, and the predictions made along the sequence (B, T, n_way). Online,
+        step t is predicted before y_t is shown, so these are honest few-shot guesses; episodic, they
+        saw their own label.
         """
         self.check_ways(n_way)
         batch, length = labels.shape
         inputs = self.input_projection(support)  # (B, T, E)
         one_hot = F.one_hot(labels, self.options.max_ways).to(inputs.dtype)  # (B, T, max_ways)
         state = self.initial_state(batch, inputs)
-        previous_label = inputs.new_zeros(batch, self.options.max_ways)
+        no_label = inputs.new_zeros(batch, self.options.max_ways)
+        previous_label = no_label
         predictions = []
         for t in range(length):
-            state, logits = self.step(state, inputs[:, t], previous_label)
+            shown = previous_label if self.online else one_hot[:, t]
+            state, logits = self.step(state, inputs[:, t], shown)
             predictions.append(logits[:, :n_way])
             previous_label = one_hot[:, t]
         online = torch.stack(predictions, 1) if predictions else inputs.new_zeros(batch, 0, n_way)
-        return state, previous_label, online
+        return state, previous_label if self.online else no_label, online
 
     def query_logits(
-        self, state: MemoryState, last_label: torch.Tensor, queries: torch.Tensor, n_way: int
+        self, state: MemoryState, label_input: torch.Tensor, queries: torch.Tensor, n_way: int
     ) -> torch.Tensor:
-        """Each query one step after the support sequence of a single episode: (Q, H) → (Q, n_way)."""
-        count = queries.shape[0]
+        """Each query one step after its episode's support sequence: state of B episodes, label input
+        (B, max_ways), queries (B, Q, H) → logits (B, Q, n_way)."""
+        batch, count = queries.shape[:2]
         _, logits = self.step(
-            state.repeat_each(count), self.input_projection(queries), last_label.expand(count, -1)
+            state.repeat_each(count, memory=self.online),  # episodic queries only read: share the memory
+            self.input_projection(queries.flatten(0, 1)),
+            label_input.repeat_interleave(count, 0),
+            write=self.online,
         )
-        return logits[:, :n_way]
+        return logits[:, :n_way].view(batch, count, n_way)
 
     def check_ways(self, n_way: int) -> None:
         if n_way > self.options.max_ways:
@@ -261,18 +354,19 @@ class MANN(Method):
     ) -> Metrics:
         """One meta-training step on B episodes at once: support (B, T, H), (B, T); queries (B, Q, H), (B, Q)."""
         self.train()
-        state, last_label, online = self.run_support(support, support_labels, n_way)
-        count = query_labels.shape[1]
-        _, logits = self.step(  # every query one step after its own episode's support sequence
-            state.repeat_each(count),
-            self.input_projection(queries.flatten(0, 1)),
-            last_label.repeat_interleave(count, 0),
-        )
-        query_loss, query_accuracy = classification_metrics(logits[:, :n_way], query_labels.flatten())
-        support_loss, support_accuracy = classification_metrics(
-            online.flatten(0, 1), support_labels.flatten()
-        )
-        step_if_trainable(self, query_loss + self.options.support_loss_weight * support_loss)
+        state, label_input, online = self.run_support(support, support_labels, n_way)
+        logits = self.query_logits(state, label_input, queries, n_way)
+        query_loss, query_accuracy = classification_metrics(logits.flatten(0, 1), query_labels.flatten())
+        if self.online:  # online guesses were made before their labels: train on them too
+            support_loss, support_accuracy = classification_metrics(online.flatten(0, 1), support_labels.flatten())
+            step_if_trainable(self, query_loss + self.options.support_loss_weight * support_loss)
+        else:  # the support examples saw their own labels: score them as queries, for the report only
+            step_if_trainable(self, query_loss)
+            with torch.no_grad():
+                support_logits = self.query_logits(state, label_input, support, n_way)
+                support_loss, support_accuracy = classification_metrics(
+                    support_logits.flatten(0, 1), support_labels.flatten()
+                )
         return {
             "support_loss": support_loss.item(),
             "support_accuracy": support_accuracy,
@@ -304,21 +398,13 @@ class MANN(Method):
         with torch.no_grad():
             support = self.features([episode.support_texts[i] for i in order])
             labels = label_tensor([episode.support_labels[i] for i in order], support.device)
-            state, last_label, online = self.run_support(support[None], labels[None], episode.n_way)
-        task_model = MemoryTaskModel(self, state, last_label, episode.n_way)
+            state, label_input, online = self.run_support(support[None], labels[None], episode.n_way)
+        task_model = MemoryTaskModel(self, state, label_input, episode.n_way)
         if on_inner_step is not None:
-            with torch.no_grad():
-                support_loss, support_accuracy = classification_metrics(online[0], labels)
-            metrics = {
-                "inner_step": 1,
-                "support_loss": support_loss.item(),
-                "support_accuracy": support_accuracy,
-            }
-            if episode.query_texts:
-                logits = task_model.predict_logits(episode.query_texts)
-                query_loss, query_accuracy = classification_metrics(
-                    logits, label_tensor(episode.query_labels, logits.device)
-                )
-                metrics.update(query_loss=query_loss.item(), query_accuracy=query_accuracy)
+            metrics = one_pass_report(task_model, episode)
+            if self.online:  # the honest online guesses, each made before its label was shown
+                with torch.no_grad():
+                    support_loss, support_accuracy = classification_metrics(online[0], labels)
+                metrics.update(support_loss=support_loss.item(), support_accuracy=support_accuracy)
             on_inner_step(metrics)
         return task_model

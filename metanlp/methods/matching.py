@@ -50,7 +50,7 @@ def matching_log_probabilities(
 
 @dataclass
 class MatchingOptions(EncoderOptions):
-    lr: float = 3e-4
+    lr: float = 1e-4
     head: str = "residual"  # learned map on the encoder features: residual (identity at start) or projection
     embedding_size: int = 128  # output size of a projection head
     full_context: bool = False  # the paper's full-context embeddings (BiLSTM g, attention-LSTM f)
@@ -119,6 +119,7 @@ class MatchingNetwork(OnePassMethod):
         paper_url="https://arxiv.org/abs/1606.04080",
     )
     Options = MatchingOptions
+    recommended_train_steps = 500
 
     def __init__(self, encoder: Encoder, options: MatchingOptions) -> None:
         super().__init__(encoder, options)

@@ -1,18 +1,30 @@
-"""Relation Networks (Sung et al. 2018): a learned module scores how related a query is to each class."""
+"""Relation Networks (Sung et al. 2018): a learned module scores how related a query is to each class.
+
+Defaults for a frozen pretrained encoder, where nearest-prototype is already strong and a comparison
+learned from scratch (the paper's g alone, MSE to one-hot) lost 2-14 points to ProtoNet in the 200-episode bench:
+- ``anchor``: g's score is added to -s‖u - c_k‖², with g's output layer zero at the start, so the
+  untrained network *is* nearest-prototype (Euclidean) and meta-training learns a correction. f is a
+  residual head (the identity at the start) for the same reason.
+- ``loss="cross_entropy"`` on those scores: the paper's MSE on σ(r_k) saturates when r_k carries a
+  distance of scale s, and then no gradient flows (a meta-training step changed nothing).
+- ``lr=1e-4``: at 1e-3 the learned parts drifted away from the anchor within 250 episodes and
+  validation accuracy fell below the untrained network's (HuffPost validation classes: 45.8% → 42.4%).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from metanlp.encoders import Encoder
 from metanlp.methods._common import (
     HEADS,
     EmbeddingHead,
+    LearnedScale,
     OnePassMethod,
+    mlp,
 )
 from metanlp.methods.base import (
     EncoderOptions,
@@ -42,16 +54,20 @@ def relation_loss(
 
 @dataclass
 class RelationOptions(EncoderOptions):
-    lr: float = 1e-3
+    lr: float = 1e-4
     head: str = "residual"  # learned embedding f on the encoder features (see EmbeddingHead)
     embedding_size: int = 128  # output size of a projection head
     relation_size: int = 128  # hidden units of the relation module g
     class_pooling: str = "mean"  # the paper sums the K shots; the mean keeps scores comparable across K
-    loss: str = "mse"  # the paper's MSE to one-hot, or cross-entropy
+    loss: str = "cross_entropy"  # or the paper's "mse" to one-hot (it saturates on an anchored score)
     # What g sees: "match" = [f(x); c_k; |f(x)-c_k|; f(x)*c_k], or the paper's plain "concat" [f(x); c_k].
     # On frozen MiniLM features (CLINC150, 5-way 1-shot, 300 episodes) "match" reached 91% and "concat" 50%:
     # an MLP needs many episodes to discover a similarity from a bare concatenation.
     pair_features: str = "match"
+    # Anchored: g is added to -s‖u - c_k‖² and starts at zero, so the untrained network is a prototype
+    # classifier and meta-training learns a correction to it; off: g alone, as in the paper.
+    anchor: bool = True
+    scale: float = 10.0  # s, learned (anchored only)
 
     def validate(self) -> None:
         super().validate()
@@ -62,6 +78,7 @@ class RelationOptions(EncoderOptions):
         check_choice("class_pooling", self.class_pooling, CLASS_POOLING)
         check_choice("loss", self.loss, RELATION_LOSSES)
         check_choice("pair_features", self.pair_features, PAIR_FEATURES)
+        check_range("scale", self.scale, 1e-3, 1e3)
 
 
 @register_method
@@ -72,29 +89,32 @@ class RelationNetwork(OnePassMethod):
         family="meta-learning",
         summary=(
             "Pools each class's support embeddings into a class vector, then a small learned network reads "
-            "the query next to each class vector and outputs a relation score between 0 and 1. Instead of a "
-            "fixed distance, the comparison itself is meta-learned. (The paper sums the shots and shows g only "
-            "[u; c_k]; options class_pooling='sum' and pair_features='concat' restore that.)"
+            "the query next to each class vector and scores how related they are. Instead of a fixed distance, "
+            "the comparison is meta-learned; here the network's score is added to a prototype distance and "
+            "starts at zero, so it learns a correction to nearest-prototype rather than a comparison from "
+            "scratch. (The paper sums the shots, shows g only [u; c_k], uses g alone and an MSE loss; options "
+            "class_pooling='sum', pair_features='concat', anchor=false and loss='mse' restore that.)"
         ),
-        formula=r"c_k=\frac{1}{|S_k|}\sum_{x_i\in S_k} f_\varphi(x_i),\quad "
-        r"r_{k}=\sigma\big(g_\phi([u;c_k;|u-c_k|;u\odot c_k])\big)\in[0,1],\ u=f_\varphi(x),\quad "
-        r"\mathcal{L}=\sum_{k}\big(r_{k}-\mathbb{1}[y=k]\big)^2",
+        formula=r"c_k=\frac{1}{|S_k|}\sum_{x_i\in S_k} f_\varphi(x_i),\quad u=f_\varphi(x),\quad "
+        r"r_{k}=g_\phi([u;c_k;|u-c_k|;u\odot c_k])-s\,\lVert u-c_k\rVert^2,\quad "
+        r"p(y=k\mid x)=\operatorname{softmax}_k(r_k)",
         paper="Sung, Yang, Zhang, Xiang, Torr, Hospedales. Learning to Compare: Relation Network for Few-Shot "
         "Learning. CVPR 2018.",
         paper_url="https://arxiv.org/abs/1711.06025",
     )
     Options = RelationOptions
+    recommended_train_steps = 1500
 
     def __init__(self, encoder: Encoder, options: RelationOptions) -> None:
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)
         self.embedding = EmbeddingHead(encoder.hidden_size, options.head, options.embedding_size)  # f_φ
         size = self.embedding.output_size
-        self.relation_module = nn.Sequential(  # g_ϕ; the sigmoid is applied in relation_scores
-            nn.Linear((2 if options.pair_features == "concat" else 4) * size, options.relation_size),
-            nn.ReLU(),
-            nn.Linear(options.relation_size, 1),
+        anchored = options.anchor
+        self.relation_module = mlp(  # g_ϕ; the sigmoid is applied in relation_scores
+            (2 if options.pair_features == "concat" else 4) * size, options.relation_size, 1, zero_output=anchored
         )
+        self.distance_scale = LearnedScale(options.scale) if anchored else None
 
     def class_embeddings(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """c_k from encoder features: (S, H), (S,) → (N, D)."""
@@ -110,7 +130,10 @@ class RelationNetwork(OnePassMethod):
         parts = [queries, classes]
         if self.options.pair_features == "match":
             parts += [(queries - classes).abs(), queries * classes]
-        return self.relation_module(torch.cat(parts, dim=-1)).squeeze(-1)
+        relations = self.relation_module(torch.cat(parts, dim=-1)).squeeze(-1)
+        if self.distance_scale is not None:
+            relations = relations - self.distance_scale() * (queries - classes).pow(2).sum(-1)
+        return relations
 
     def relation_scores(self, queries: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """r_k in [0, 1]: (Q, H), (N, D) → (Q, N)."""
