@@ -36,7 +36,8 @@ def test_one_step_is_forget_times_theta_minus_input_times_gradient(tiny_encoder)
     assert torch.allclose(new_theta, expected)
     # Before meta-training: keep θ (f = σ(5) ≈ 0.993) and step with i ≈ initial_step_size.
     assert torch.allclose(new_state.forget, torch.full_like(new_state.forget, 0.9933), atol=2e-3)
-    assert torch.allclose(new_state.input, torch.full_like(new_state.input, 0.1), atol=5e-3)
+    step_size = method.options.initial_step_size
+    assert torch.allclose(new_state.input, torch.full_like(new_state.input, step_size), atol=1e-2)
 
 
 def noisy_cluster_task(generator: torch.Generator, width: int):
@@ -83,7 +84,12 @@ def sgd_adapter(method, lr: float, steps: int):
 def test_learned_optimizer_beats_tuned_sgd_with_the_same_steps(tiny_encoder):
     torch.manual_seed(0)
     width = tiny_encoder.hidden_size
-    method = create_method("lstm_meta_learner", tiny_encoder, {"lr": 3e-3, "inner_steps": 5})
+    # The paper's learner and optimiser: a linear head, gradients read by a 20-unit LSTM first.
+    method = create_method(
+        "lstm_meta_learner",
+        tiny_encoder,
+        {"lr": 3e-3, "inner_steps": 5, "head_hidden": 0, "lstm_hidden": 20, "initial_step_size": 0.1},
+    )
     steps = method.options.inner_steps
     held_out = [noisy_cluster_task(torch.Generator().manual_seed(1000 + i), width) for i in range(40)]
     before = mean_query_loss(lambda s, y: method.adapt_features(s, y, N_WAY), held_out)
@@ -99,3 +105,28 @@ def test_learned_optimizer_beats_tuned_sgd_with_the_same_steps(tiny_encoder):
     assert learned < 0.6 * sgd[best_lr], f"learned {learned:.3f} vs SGD {sgd}"
     assert learned < 0.6 * before
     assert 0.3 < best_lr < 3.0, "the SGD grid should bracket its best learning rate"
+
+
+def query_accuracy(method, tasks) -> float:
+    correct = []
+    for support, support_labels, query, query_labels in tasks:
+        params = method.adapt_features(support, support_labels, N_WAY)
+        with torch.no_grad():
+            correct.append((head_logits(params, query).argmax(-1) == query_labels).float().mean().item())
+    return sum(correct) / len(correct)
+
+
+def test_meta_training_the_default_lifts_accuracy_on_new_classes(tiny_encoder):
+    """Defaults (a 32-unit hidden layer whose start is meta-learned with the optimiser), but lr 3e-3: the
+    default 1e-4 is tuned for real text, and here the loud noise dimensions must be muted quickly."""
+    torch.manual_seed(0)
+    width = tiny_encoder.hidden_size
+    method = create_method("lstm_meta_learner", tiny_encoder, {"lr": 3e-3})
+    held_out = [noisy_cluster_task(torch.Generator().manual_seed(1000 + i), width) for i in range(40)]
+    before = query_accuracy(method, held_out)
+    training = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        method.learn_from_features(*noisy_cluster_task(training, width), N_WAY)
+    after = query_accuracy(method, held_out)
+    # Measured over three seeds: 0.36 before, 0.88-0.89 after (default lr: 0.38-0.39 after).
+    assert after > before + 0.3, (before, after)

@@ -2,7 +2,15 @@
 
 Instead of averaging a class's support embeddings (ProtoNet), capsule-style dynamic routing weighs each
 example by how well it agrees with the emerging class vector, so atypical shots count less. A neural
-tensor layer then scores every (class vector, query) pair, trained like Relation Networks with MSE.
+tensor layer then scores every (class vector, query) pair.
+
+Defaults for a frozen pretrained encoder (the paper's form, a random W_s and the tensor layer alone
+trained with MSE, was 18-33 points below ProtoNet in the 200-episode bench):
+- W_s is a residual head (the identity at the start) and the tensor layer's score is added to
+  s·cos(c_i, W_s e_q + b_s), its output layer zero at the start (``anchor``): untrained, the network is
+  a nearest-class-vector classifier, and meta-training learns the tensor layer as a correction.
+- Cross-entropy on the scores (MSE on a sigmoid saturates at the anchor's scale), lr 1e-4 (as for
+  Relation Networks), 8 tensor slices (the paper's 100 would give h·384² = 14.7M entries on MiniLM).
 """
 
 from __future__ import annotations
@@ -81,11 +89,14 @@ class InductionNetwork(OnePassMethod):
         summary=(
             "Builds each class vector by dynamic routing: support examples that agree with the emerging class "
             "vector get more weight, so odd shots count less than in a plain average. A neural tensor layer "
-            "then scores how well a query matches each class vector."
+            "then scores how well a query matches each class vector; here its score is added to the cosine "
+            "between query and class vector and starts at zero, so it learns a correction to that. (anchor=false "
+            "and loss='mse' give the paper's tensor-layer-only score and loss.)"
         ),
         formula=r"\hat e_{j}=\operatorname{squash}(W_s e_{j}+b_s),\ d_i=\operatorname{softmax}(b_i),\ "
         r"c_i=\operatorname{squash}\big(\textstyle\sum_j d_{ij}\hat e_{ij}\big),\ b_{ij}\mathrel{+}=\hat e_{ij}\cdot c_i,\ "
-        r"v(c_i,e_q)=\operatorname{ReLU}\big(c_i^\top M^{[1:h]} e_q\big),\ r_{iq}=\sigma(W_r v+b_r)",
+        r"v(c_i,e_q)=\operatorname{ReLU}\big(c_i^\top M^{[1:h]} e_q\big),\ "
+        r"r_{iq}=W_r v+b_r+s\cos(c_i,W_s e_q+b_s),\ p(y=i\mid q)=\operatorname{softmax}_i(r_{iq})",
         paper="Geng, Li, Li, Zhu, Jian, Sun. Induction Networks for Few-Shot Text Classification. EMNLP 2019.",
         paper_url="https://arxiv.org/abs/1902.10482",
     )

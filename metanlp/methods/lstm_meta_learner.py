@@ -9,13 +9,27 @@ cell state is θ, and one inner step is
     θ_t = f_t ⊙ θ_{t−1} − i_t ⊙ ∇_θ L_t,
 
 where x_t holds the coordinate's preprocessed gradient and the preprocessed support loss
-(read first by an ordinary LSTM layer of ``lstm_hidden`` units, as in the paper). So i_t is a
+(optionally read first by an ordinary LSTM layer of ``lstm_hidden`` units, as in the paper). So i_t is a
 learned per-coordinate learning rate and f_t a learned shrinkage. The LSTM's weights and the
 cell's initial state θ_0 are meta-learned from the query loss after T steps; as in the paper
 the gradient and loss inputs are treated as constants (no second derivatives).
 
 θ_0 of the output layer is one learned row (and bias) shared by every class, so it fits any
 N and no label index is favoured.
+
+Defaults (frozen MiniLM, 5-way 1-shot, validation classes, 200 episodes):
+- ``head_hidden=32``: with a linear learner (0) the learned optimiser never beat its own untrained
+  self, already a prototype classifier after 5 steps of size 0.1 (CLINC150 95.06% → 95.02% after
+  1,000 episodes; HuffPost 45.8% → 43.3% at lr 1e-2). A meta-learned starting hidden layer, as the
+  paper meta-learns its whole learner's start, gives meta-training something to learn.
+- ``initial_step_size=0.3``: at 0.1 the untrained 32-unit learner is under-stepped (CLINC150 77.5%)
+  and meta-training mostly repaired that (85.0% after 1,000 episodes), still below the untrained learner
+  at 0.3 (93.2%): a comparison against a handicapped start.
+- ``lr=1e-4``: at 1e-3 meta-training pulled CLINC150 from 93.2% to 86.2%; at 1e-4 to 91.1%, while
+  HuffPost rose from 40.9% to 43.7%. On CLINC150 the meta-learned start still costs accuracy.
+- ``lstm_hidden=0``: the gates read the preprocessed gradient and loss directly. The paper's first
+  LSTM layer (20 units) cost 15x the time per step with a 32-unit learner (308 against 21 ms) for
+  about the same accuracy (HuffPost 42.9% against 42.3% after 1,000 episodes, step size 0.1).
 """
 
 from __future__ import annotations
@@ -61,10 +75,10 @@ def preprocess(x: torch.Tensor, p: float = GRADIENT_SCALE_P) -> torch.Tensor:
 @dataclass
 class LSTMMetaLearnerOptions:
     inner_steps: int = 5  # T
-    lr: float = 1e-3  # Adam, for the LSTM and θ_0
-    head_hidden: int = 0  # learner: a ReLU layer of this width before the output layer; 0: linear
-    lstm_hidden: int = 20  # units of the coordinate-wise LSTM that reads gradient and loss; 0: none
-    initial_step_size: float = 0.1  # i_t before meta-training (the input gate's bias is its logit)
+    lr: float = 1e-4  # Adam, for the LSTM and θ_0
+    head_hidden: int = 32  # learner: a ReLU layer of this width before the output layer; 0: linear
+    lstm_hidden: int = 0  # units of an LSTM layer that first reads gradient and loss (paper: 20); 0: none
+    initial_step_size: float = 0.3  # i_t before meta-training (the input gate's bias is its logit)
     grad_clip: float = 0.25  # meta-gradient norm clipping, as in the paper
 
     def validate(self) -> None:
@@ -162,6 +176,7 @@ class LSTMMetaLearner(Method):
         paper_url="https://openreview.net/forum?id=rJY0-Kcll",
     )
     Options = LSTMMetaLearnerOptions
+    recommended_train_steps = 1000
 
     def __init__(self, encoder: Encoder, options: LSTMMetaLearnerOptions) -> None:
         super().__init__(encoder, options)

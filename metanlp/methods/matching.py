@@ -1,4 +1,11 @@
-"""Matching Networks (Vinyals et al. 2016): a query's label is an attention-weighted vote of the support labels."""
+"""Matching Networks (Vinyals et al. 2016): a query's label is an attention-weighted vote of the support labels.
+
+Defaults: the residual head starts as the identity, so the untrained network is cosine nearest
+neighbour on the encoder's features (at one shot per class, the same ranking as ProtoNet on
+unit-length features). lr 1e-4 for 500 episodes: on HuffPost's validation classes (5-way 1-shot,
+200 episodes) 3e-4 peaked at 45.9% (untrained 45.8%) and fell to 43.9% by 2,000 episodes; 1e-4 rose
+to 46.5-46.9% from 500 to 1,000 (CLINC150 validation: 95.1% → 95.8% at 500, then flat or falling).
+"""
 
 from __future__ import annotations
 
