@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metanlp.bench.report import replace_section  # noqa: E402
 from metanlp.data.registry import dataset_split_ids  # noqa: E402
 from metanlp.encoders.cache import shared_cache  # noqa: E402
 from metanlp.engine.config import RunConfig  # noqa: E402
@@ -40,7 +41,6 @@ from metanlp.evaluation import compare_results, mean_and_ci95, paired_comparison
 from metanlp.methods.registry import get_method_class  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results_maml_speed.md"
-SECTION_START, SECTION_END = "<!-- bench_maml_budget:start -->", "<!-- bench_maml_budget:end -->"
 
 
 def accuracies(result) -> list[float]:
@@ -137,7 +137,6 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     command = "python benchmarks/bench_maml_budget.py " + " ".join(sys.argv[1:])
     section = (
-        f"{SECTION_START}\n## Meta-training against the untrained initialisation (paired)\n\n"
         f"Produced by `{command.strip()}`. Frozen MiniLM, 5-way {args.k_shot}-shot, 5 queries per class, "
         f"{args.episodes} test episodes (eval seed {args.eval_seed}; the same episodes for every row), each "
         "method on its defaults; *untrained* is `train_steps=0` (the same method before any meta-training: "
@@ -146,15 +145,9 @@ def main() -> None:
         "over the same episodes (`paired_comparison`). Training seed as shown; the untrained run does not "
         f"depend on it. Machine: {platform.processor() or 'CPU'}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, {args.threads} thread(s), load average {load:.1f} at the end.\n\n{table}\n\n"
-        + ("\n".join(spread) + "\n" if spread else "") + f"{SECTION_END}\n"
+        + ("\n".join(spread) if spread else "")
     )
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# MAML family: speed and meta-learning\n"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
+    replace_section(RESULTS, "bench_maml_budget", "Meta-training against the untrained initialisation (paired)", section)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metanlp.bench.report import replace_section  # noqa: E402
 from metanlp.data.episodes import EpisodeSampler  # noqa: E402
 from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
 from metanlp.encoders import build_encoder, mean_pool  # noqa: E402
@@ -50,7 +51,6 @@ from metanlp.methods.base import classification_metrics  # noqa: E402
 from metanlp.methods.maml import GradientMetaLearner, Task  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results_maml_speed.md"
-SECTION_START, SECTION_END = "<!-- bench_maml_speed:start -->", "<!-- bench_maml_speed:end -->"
 SCRATCH = {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "feedforward_size": 128, "max_length": 32,
            "dropout": 0.0}
 METHODS = ("maml", "fomaml", "anil")
@@ -302,7 +302,6 @@ def main() -> None:
                f"Python {platform.python_version()}, load average {load:.1f} at the end of the run")
     command = "python benchmarks/bench_maml_speed.py" + (f" --repeats {args.repeats}" if args.repeats != 20 else "")
     section = (
-        f"{SECTION_START}\n## Meta-training speed: batched vs per-task vs clone-and-adapt\n\n"
         f"Produced by `{command}` (meta-batches {args.meta_batches}). CLINC150 meta-train episodes, 5-way "
         f"{args.k_shot}-shot, 5 queries per class; each method on its defaults (5 inner steps, γ/β body, Proto-MAML "
         "init) except the meta-batch shown and an outer lr of 1e-7 (every repeat times the same work). Frozen case: MiniLM "
@@ -314,22 +313,12 @@ def main() -> None:
         f"Machine: {machine}.\n\n{table}\n\n"
         "Same meta-gradient before timing (float32, one meta-batch of 4; ‖g_other − g_batched‖ / ‖g_batched‖ over "
         "all meta-parameters, the larger of per-task and clone-and-adapt):\n\n"
-        f"{check_lines}\n{SECTION_END}\n"
+        f"{check_lines}"
     )
     print(table)
     if not args.no_write:
-        write_section(section)
+        replace_section(RESULTS, "bench_maml_speed", "Meta-training speed: batched vs per-task vs clone-and-adapt", section)
 
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of the results file (the rest is written by hand or other scripts)."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# MAML family: speed and meta-learning\n"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

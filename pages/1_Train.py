@@ -26,7 +26,7 @@ from metanlp.data.errors import DataError
 from metanlp.data.registry import list_datasets, load_dataset
 from metanlp.data.user_data import DEFAULT_K_SHOT, DEFAULT_N_QUERY, DEFAULT_N_WAY, load_user_dataset
 from metanlp.device import describe_device, resolve_device
-from metanlp.engine.config import NO_META_TRAINING, ConfigError
+from metanlp.engine.config import NO_META_TRAINING, ConfigError, RunConfig
 from metanlp.methods import OptionError, get_method_class, method_cards, would_meta_learn
 from metanlp.runs.store import StoreError
 
@@ -77,7 +77,12 @@ def episode_shape() -> tuple[int, int, int]:
 
 # ----------------------------------------------------------------- method
 cards = {card.name: card for card in method_cards()}
-values["method"] = st.selectbox("Method", list(cards), format_func=lambda name: cards[name].title)
+# The default is RunConfig's (ProtoNet, the reference method), not whichever method registered first.
+default_method = RunConfig().method
+values["method"] = st.selectbox(
+    "Method", list(cards), index=list(cards).index(default_method) if default_method in cards else 0,
+    format_func=lambda name: cards[name].title,
+)
 messages.slot("method")
 card = cards[values["method"]]
 with st.container(border=True):

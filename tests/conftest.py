@@ -36,3 +36,16 @@ def clinc_episodes(clinc_dataset):
 
     sampler = EpisodeSampler.from_examples(examples_for_split(clinc_dataset, "train"), 3, 2, 3, seed=0)
     return sampler.take(3)
+
+
+@pytest.fixture()
+def runs_dir(tmp_path, monkeypatch):
+    """A temporary runs folder for dashboard pages; the run managers they start are shut down after."""
+    from metanlp.dashboard import state
+
+    folder = tmp_path / "runs"
+    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
+    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
+    monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
+    yield folder
+    state.release_run_managers()

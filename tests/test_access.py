@@ -34,15 +34,6 @@ def network_served(runs_dir, monkeypatch):
     streamlit_config.set_option("server.address", before)
 
 
-@pytest.fixture()
-def runs_dir(tmp_path, monkeypatch):
-    from metanlp.dashboard import state
-
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    yield folder
-    state.release_run_managers()
 
 
 def launch_buttons(app):

@@ -138,17 +138,6 @@ def test_a_checkpoint_error_without_an_owner_names_the_folder_and_survives_pickl
     assert str(copy) == str(caught.value) and copy.folder == folder
 
 
-@pytest.fixture()
-def runs_dir(tmp_path, monkeypatch):
-    """A temporary runs folder for the pages (as in test_pages); their run managers are shut down after."""
-    from metanlp.dashboard import state
-
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
-    yield folder
-    state.release_run_managers()
 
 
 def stored_run_with_checkpoint(root: Path) -> tuple[RunStore, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from metanlp.bench import run_bench
@@ -15,16 +14,6 @@ from tests.test_bench import FINETUNE_TITLE, tiny_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def runs_dir(tmp_path, monkeypatch):
-    from metanlp.dashboard import state
-
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
-    yield folder
-    state.release_run_managers()
 
 
 def leaderboard() -> AppTest:

@@ -109,17 +109,12 @@ def test_train_page_preview_agrees_with_the_real_encoder_kinds():
     assert would_meta_learn("finetune", {"finetune": "top"}, "minilm") is True
 
 
-def test_runs_page_shows_the_label_and_the_count(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    from metanlp.dashboard import state
+def test_runs_page_shows_the_label_and_the_count(runs_dir):
     from metanlp.runs.store import RunStore
     from metanlp.runs.worker import execute_run
-    from tests.test_pages import ROOT
+    from tests.test_pages import page_test
 
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    store = RunStore(tmp_path / "runs")
+    store = RunStore(runs_dir)
     config = RunConfig(
         method="protonet", dataset="clinc150", n_way=3, k_shot=1, n_query=2, train_steps=3, eval_episodes=2,
         encoder="scratch", encoder_options=TINY_ENCODER, method_options={"finetune": "frozen"}, device="cpu",
@@ -127,31 +122,23 @@ def test_runs_page_shows_the_label_and_the_count(tmp_path, monkeypatch):
     run_id = store.create_run(config, name="baseline")
     assert execute_run(store, run_id) == "done"
     assert store.get_run(run_id).evaluation["meta_learned_parameters"] == 0
-    try:
-        app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
-        app.switch_page("pages/2_Runs.py")
-        app.run()
-        assert not app.exception
-        assert any(NO_META_TRAINING in info.value.replace("\\", "") for info in app.info)  # markdown-escaped
-        assert any(metric.label == "Meta-learned parameters" and metric.value == "0" for metric in app.metric)
-    finally:
-        state.release_run_managers()
+    app = page_test("runs")
+    app.run()
+    assert not app.exception
+    assert any(NO_META_TRAINING in info.value.replace("\\", "") for info in app.info)  # markdown-escaped
+    assert any(metric.label == "Meta-learned parameters" and metric.value == "0" for metric in app.metric)
 
 
-def test_train_page_says_before_launch_when_a_configuration_will_not_meta_train(tmp_path, monkeypatch):
-    from metanlp.dashboard import state
+def test_train_page_says_before_launch_when_a_configuration_will_not_meta_train(runs_dir):
     from tests.test_pages import page_test, widget
 
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    try:
-        app = page_test("train")
-        app.run()
-        labelled = lambda: any(NO_META_TRAINING in info.value.lower() for info in app.info)  # noqa: E731
-        assert labelled(), "ProtoNet on frozen MiniLM (the default) must be labelled"
-        widget(app.selectbox, "Encoder").set_value("scratch")
-        app.run()
-        assert not app.exception
-        assert not labelled(), "ProtoNet on a from-scratch encoder meta-trains"
-    finally:
-        state.release_run_managers()
+    def labelled() -> bool:
+        return any(NO_META_TRAINING in info.value.lower() for info in app.info)
+
+    app = page_test("train")
+    app.run()
+    assert labelled(), "ProtoNet on frozen MiniLM (the default) must be labelled"
+    widget(app.selectbox, "Encoder").set_value("scratch")
+    app.run()
+    assert not app.exception
+    assert not labelled(), "ProtoNet on a from-scratch encoder meta-trains"

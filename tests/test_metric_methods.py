@@ -3,7 +3,7 @@
 The learning tests meta-train on cached features of a frozen MiniLM for a few hundred CLINC150
 sentences (meta-train classes) and measure query accuracy on episodes of held-out meta-test classes,
 before and after meta-training. MiniLM embeds those sentences once per session; methods then read the
-embeddings from a lookup table (``PrecomputedEncoder``), exactly what their feature cache would hold.
+embeddings from a lookup table (``TableEncoder``), exactly what their feature cache would hold.
 """
 
 from __future__ import annotations
@@ -13,47 +13,16 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from torch import nn
 
 from metanlp.data.episodes import EpisodeSampler, group_by_label
 from metanlp.data.types import Episode
 from metanlp.encoders import Encoder
 from metanlp.methods import Method, create_method
 from metanlp.methods.matching import attention_weights, matching_log_probabilities, scaled_cosine
+from tests.table_encoder import TableEncoder
 
 N_WAY, K_SHOT, N_QUERY = 5, 1, 5
 CHANCE = 1 / N_WAY
-
-
-class PrecomputedEncoder(Encoder):
-    """A frozen encoder whose sentence embeddings were computed in advance: a lookup table."""
-
-    kind = "precomputed"
-
-    def __init__(self, table: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.table = table
-        self.hidden_size = next(iter(table.values())).shape[-1]
-        self.num_layers = self.num_heads = 0
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the encoder a device
-
-    def embed(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        return torch.stack([self.table[text] for text in texts]).to(self.device)
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError("a lookup table has no tokens")
-
-    def forward(self, input_ids, attention_mask, output_attentions=False):
-        raise NotImplementedError("a lookup table has no token states")
-
-    def ids_to_tokens(self, input_ids: list[int]) -> list[str]:
-        raise NotImplementedError("a lookup table has no tokens")
-
-    def layer_groups(self) -> list[nn.Module]:
-        return []
-
-    def config_dict(self) -> dict:
-        return {"name": self.kind}
 
 
 @dataclass
@@ -88,7 +57,7 @@ def clinc_minilm_split(train_classes: int = 30, test_classes: int = 20, per_clas
     minilm = build_encoder("minilm", max_length=32)
     with torch.no_grad():
         embeddings = minilm.embed(sentences)
-    encoder = PrecomputedEncoder(dict(zip(sentences, embeddings, strict=True)))
+    encoder = TableEncoder(dict(zip(sentences, embeddings, strict=True)))
     return FewShotSplit(encoder, train_texts, test_texts)
 
 
@@ -130,7 +99,7 @@ def synthetic_split(
             ])
             texts.append(text)
         classes[index >= train_classes][f"class {index}"] = texts
-    return FewShotSplit(PrecomputedEncoder(table), *classes)
+    return FewShotSplit(TableEncoder(table), *classes)
 
 
 @pytest.fixture(scope="module")

@@ -32,16 +32,6 @@ PAGES = {
 TINY_SCRATCH = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "feedforward_size": 64, "max_length": 24}
 
 
-@pytest.fixture()
-def runs_dir(tmp_path, monkeypatch):
-    from metanlp.dashboard import state
-
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
-    yield folder
-    state.release_run_managers()
 
 
 def plotly_values(array) -> list[float]:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from metanlp.data.episodes import EpisodeSampler
 from metanlp.data.types import Episode
-from metanlp.encoders import Encoder, build_encoder
+from metanlp.encoders import build_encoder
 from metanlp.engine import RunConfig, run_training
 from metanlp.evaluation import evaluate
 from metanlp.methods import create_method
 from tests.conftest import TINY_ENCODER
+from tests.table_encoder import TableEncoder
 
 ENCODER = {"num_layers": 1, "hidden_size": 64, "num_heads": 2, "feedforward_size": 128, "max_length": 32}
 
@@ -48,37 +48,6 @@ CONTROLS = [{"head": "residual"}, {"head": "projection"}, {"film": "layers"}, {"
 
 def option_id(options: dict) -> str:
     return ",".join(f"{key}={value}" for key, value in options.items()) or "plain"
-
-
-class TableEncoder(Encoder):
-    """A frozen "pretrained" encoder that looks sentence embeddings up in a table: synthetic features."""
-
-    kind = "pretrained"
-
-    def __init__(self, table: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.table = table
-        self.hidden_size = next(iter(table.values())).shape[-1]
-        self.num_layers = self.num_heads = 0
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the encoder a device
-
-    def embed(self, texts: list[str], batch_size: int = 64, sort_by_length: bool = True) -> torch.Tensor:
-        return torch.stack([self.table[text] for text in texts]).to(self.device)
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError("a table has no tokens")
-
-    def forward(self, input_ids, attention_mask, output_attentions=False):
-        raise NotImplementedError("a table has no token states")
-
-    def ids_to_tokens(self, input_ids: list[int]) -> list[str]:
-        raise NotImplementedError("a table has no tokens")
-
-    def layer_groups(self) -> list[nn.Module]:
-        return []
-
-    def config_dict(self) -> dict:
-        return {"name": "table"}
 
 
 def noisy_metric_task(seed: int, signal: int = 4, noise: int = 12, per_class: int = 10):

@@ -9,9 +9,7 @@ from metanlp.dashboard import state
 from metanlp.dashboard.run_view import load_tags
 from metanlp.engine import RunConfig
 from metanlp.runs.store import RunStore
-from tests.test_pages import TINY_SCRATCH, add_finished_run, assert_no_exception, button, page_test, runs_dir
-
-__all__ = ["runs_dir"]  # the fixture, shared with test_pages
+from tests.test_pages import TINY_SCRATCH, add_finished_run, assert_no_exception, button, page_test
 
 
 def add_failed_run(folder, error: str = "Dataset 'nowhere' not found: pick one of clinc150, huffpost") -> str:

@@ -332,17 +332,6 @@ def test_a_full_disk_on_the_run_folder_simulated_by_a_refused_write(tmp_path, mo
 STORE_PAGES = ["home", "train", "runs", "attention", "live", "leaderboard"]
 
 
-@pytest.fixture()
-def runs_dir(tmp_path, monkeypatch):
-    """A temporary runs folder for the pages (as in test_pages); their run managers are shut down after."""
-    from metanlp.dashboard import state
-
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("METANLP_RUNS_DIR", str(folder))
-    monkeypatch.setenv("METANLP_PRELOAD_ENCODERS", "")
-    monkeypatch.setenv("METANLP_MAX_CONCURRENT", "1")
-    yield folder
-    state.release_run_managers()
 
 
 def store_page(name: str):

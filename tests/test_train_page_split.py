@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.test_pages import ROOT, assert_no_exception, button, page_test, runs_dir, widget  # noqa: F401
+from tests.test_pages import ROOT, assert_no_exception, button, page_test, widget
 
 EXAMPLE = (ROOT / "examples" / "intents.csv").read_bytes()  # 6 classes × 10 sentences
 

@@ -200,14 +200,14 @@ def run_training(
     # A method that batches tasks (MAML's vmap path) takes a whole meta-batch of episodes at once and
     # returns one metrics dict per episode; the loop still sees one step per episode. Validation and
     # Stop then act between meta-batches (a few milliseconds apart on cached features).
-    per_call = method.episodes_per_call() if hasattr(method, "episodes_per_call") else 1
+    per_call = method.episodes_per_call()
     pending: list[dict] = []
 
     def meta_training_step(step: int) -> dict:
         if not pending:
             episodes = [train_sampler.sample() for _ in range(min(per_call, steps - step + 1))]
             with precision_context(device, config.precision):
-                pending.extend(method.train_steps(episodes) if len(episodes) > 1 else [method.train_step(episodes[0])])
+                pending.extend(method.train_steps(episodes))
         metrics = pending.pop(0)
         lr = method.optimizer().param_groups[0]["lr"] if method.trainable_parameters() else 0.0
         return {**metrics, "lr": lr}

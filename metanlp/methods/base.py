@@ -217,6 +217,14 @@ class Method(nn.Module, ABC):
     def train_step(self, episode: Episode) -> Metrics:
         """One learning step across tasks; returns at least ``REQUIRED_METRICS``."""
 
+    def train_steps(self, episodes: list[Episode]) -> list[Metrics]:
+        """``train_step`` on each episode in turn; a method that can batch tasks overrides this."""
+        return [self.train_step(episode) for episode in episodes]
+
+    def episodes_per_call(self) -> int:
+        """How many episodes ``train_steps`` wants at once (the engine hands it that many)."""
+        return 1
+
     @abstractmethod
     def adapt(self, episode: Episode, on_inner_step: InnerStepCallback | None = None) -> TaskModel:
         """Adapt to ``episode``'s support set only.
