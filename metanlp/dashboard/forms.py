@@ -1,7 +1,8 @@
 """Form validation for the dashboard: every problem becomes a message tied to one field.
 
-The library already knows what is wrong (``ConfigError``, ``OptionError``, ``DataError`` carry
-user-facing messages); this module decides *which field* each message belongs beside, and keeps
+The library already knows what is wrong and where (``ConfigError``, ``OptionError`` and
+``EpisodeSettingsError`` carry a user-facing message and the field it is about; widgets come from
+the options' declared schema); this module puts each message beside its field, and keeps
 uploads inside the runs folder under a content-hash name, so a file name can never pick a path.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ from metanlp.data.types import TextDataset
 from metanlp.device import resolve_device
 from metanlp.engine.auxiliary import check_auxiliary_names
 from metanlp.engine.config import ConfigError, RunConfig
-from metanlp.methods.options import OptionError, build_options
+from metanlp.methods.options import OptionError, OptionSpec, build_options
+from metanlp.methods.options import option_specs as declared_option_specs
 from metanlp.methods.registry import get_method_class
 
 GENERAL = "general"  # messages that belong to no single field
@@ -51,69 +52,24 @@ class FormResult:
         return self.config is not None and not self.errors
 
 
-def config_error_field(message: str) -> str:
-    """The RunConfig field a ``ConfigError`` message is about (messages start with its name)."""
-    if message.startswith("dataset 'user' needs data_file"):
-        return "data_file"
-    for name in sorted(CONFIG_FIELDS, key=len, reverse=True):
-        if re.match(rf"{name}\b", message):
-            return name
-    return GENERAL
+def config_error_field(error: ConfigError) -> str:
+    """The RunConfig field a ``ConfigError`` is about, as the error itself declares it."""
+    return error.field if error.field in CONFIG_FIELDS else GENERAL
 
 
-def option_error_field(message: str) -> str:
-    """The method option an ``OptionError`` names, as a form key (``option:<name>``)."""
-    match = re.search(r"option '(\w+)'", message)
-    if match:
-        return option_field(match.group(1))
-    return "method" if message.startswith("unknown method") else GENERAL
+def option_error_field(error: OptionError) -> str:
+    """The form key of the method option an ``OptionError`` is about (``option:<name>``)."""
+    if error.option:
+        return option_field(error.option)
+    return "method" if str(error).startswith("unknown method") else GENERAL
 
 
 # ----------------------------------------------------------------- method options as widgets
 
 
-@dataclass(frozen=True)
-class OptionSpec:
-    """How to draw one method option: kind is bool, int, float, choice or text."""
-
-    name: str
-    kind: str
-    default: Any
-    choices: tuple[str, ...] = ()
-
-
-def _choices_of(options_class: type, name: str) -> tuple[str, ...]:
-    """Ask the option's own ``validate()`` which values it allows (``check_choice`` lists them)."""
-    options = options_class()
-    setattr(options, name, "\0not-a-choice")
-    try:
-        options.validate()
-    except OptionError as error:
-        match = re.match(rf"option '{re.escape(name)}' must be one of (.+); got", str(error))
-        if match:
-            return tuple(choice.strip() for choice in match.group(1).split(","))
-    except Exception:  # noqa: BLE001 - a validate() that cannot handle a wrong type has no choices to tell
-        return ()
-    return ()
-
-
 def option_specs(method: str) -> list[OptionSpec]:
-    """Widget descriptions for every option of a method, from its ``Options`` dataclass."""
-    options_class = get_method_class(method).Options
-    defaults = options_class()
-    specs = []
-    for option in dataclasses.fields(options_class):
-        value = getattr(defaults, option.name)
-        if isinstance(value, bool):
-            specs.append(OptionSpec(option.name, "bool", value))
-        elif isinstance(value, int):
-            specs.append(OptionSpec(option.name, "int", value))
-        elif isinstance(value, float):
-            specs.append(OptionSpec(option.name, "float", value))
-        else:
-            choices = _choices_of(options_class, option.name) if isinstance(value, str) else ()
-            specs.append(OptionSpec(option.name, "choice" if choices else "text", value, choices))
-    return specs
+    """Widget descriptions for every option of a method: its declared kind, default, range and choices."""
+    return declared_option_specs(get_method_class(method).Options)
 
 
 def float_step(value: float) -> float:
@@ -165,7 +121,7 @@ def validate_run_form(values: dict[str, Any], dataset: TextDataset | None) -> Fo
     try:
         config = RunConfig.from_dict(values).validate()
     except ConfigError as error:
-        result.errors[config_error_field(str(error))] = str(error)
+        result.errors[config_error_field(error)] = str(error)
         return result
     except TypeError as error:  # a widget handed over a value of the wrong kind
         result.errors[GENERAL] = str(error)
@@ -174,7 +130,7 @@ def validate_run_form(values: dict[str, Any], dataset: TextDataset | None) -> Fo
         method_class = get_method_class(config.method)
         check_auxiliary_names(method_class, build_options(method_class.Options, config.method_options))
     except OptionError as error:
-        result.errors[option_error_field(str(error))] = str(error)
+        result.errors[option_error_field(error)] = str(error)
     try:
         resolve_device(config.device)
     except ValueError as error:

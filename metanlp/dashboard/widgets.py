@@ -9,9 +9,10 @@ from typing import Any
 import streamlit as st
 
 from metanlp.dashboard.attention import MEAN_OVER_HEADS
-from metanlp.dashboard.forms import GENERAL, OptionSpec, float_format, float_step
+from metanlp.dashboard.forms import GENERAL, float_format, float_step
 from metanlp.dashboard.run_view import STATUS_ICONS, RunFilter, filter_values
 from metanlp.dashboard.text import plain_markdown
+from metanlp.methods.options import OptionSpec
 
 
 class FieldMessages:
@@ -35,17 +36,27 @@ class FieldMessages:
             target.error(plain_markdown(message), icon=":material/warning:")
 
 
+def option_help(spec: OptionSpec) -> str | None:
+    """The declared range of a numeric option, shown as the widget's help (None when undeclared)."""
+    if spec.low is None and spec.high is None:
+        return None
+    low = "no lower bound" if spec.low is None else f"{spec.low:g}"
+    high = "no upper bound" if spec.high is None else f"{spec.high:g}"
+    return f"Allowed: {low} to {high}."
+
+
 def option_widget(spec: OptionSpec, key: str) -> Any:
-    """Draw one method option generically from its kind; returns the value chosen."""
+    """Draw one method option from its declared kind, choices and range; returns the value chosen."""
     label = spec.name.replace("_", " ")
     if spec.kind == "bool":
         return st.checkbox(label, value=spec.default, key=key)
     if spec.kind == "int":
-        return int(st.number_input(label, value=spec.default, step=1, key=key))
+        return int(st.number_input(label, value=spec.default, step=1, key=key, help=option_help(spec)))
     if spec.kind == "float":
         return float(
             st.number_input(
-                label, value=spec.default, step=float_step(spec.default), format=float_format(spec.default), key=key
+                label, value=spec.default, step=float_step(spec.default), format=float_format(spec.default), key=key,
+                help=option_help(spec),
             )
         )
     if spec.kind == "choice":

@@ -32,13 +32,15 @@ def check_auxiliary_names(method_class: type[Method], options: Any) -> None:
             dataset, split_id = split_dataset_name(name)
             if dataset not in known:
                 raise OptionError(
-                    f"option {request.option!r} names unknown dataset {dataset!r}; available: {', '.join(known)}"
+                    f"option {request.option!r} names unknown dataset {dataset!r}; available: {', '.join(known)}",
+                    request.option,
                 )
             split_ids = dataset_split_ids(dataset)
             if split_id is not None and split_ids and split_id not in split_ids:
                 raise OptionError(
                     f"option {request.option!r} names class split {split_id!r} of {dataset!r}, which has "
-                    f"{', '.join(split_ids)}"
+                    f"{', '.join(split_ids)}",
+                    request.option,
                 )
 
 
@@ -48,7 +50,7 @@ def auxiliary_dataset(name: str, request: DataRequest) -> AuxiliaryDataset:
     try:
         dataset = load_dataset(dataset_name, split_id)
     except DataError as error:
-        raise OptionError(f"option {request.option!r} names {name!r}, which cannot be loaded: {error}") from None
+        raise OptionError(f"option {request.option!r} names {name!r}, which cannot be loaded: {error}", request.option) from None
     return AuxiliaryDataset(
         name=name,
         examples=[example for split in request.splits for example in examples_for_split(dataset, split)],

@@ -17,7 +17,14 @@ NO_META_TRAINING = "no meta-training in this configuration"
 
 
 class ConfigError(ValueError):
-    """A bad run setting; the message names the field, the value and what is allowed."""
+    """A bad run setting; the message names the field, the value and what is allowed.
+
+    ``field`` is the ``RunConfig`` field it is about (None when no single one), for forms to place it.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -65,24 +72,24 @@ class RunConfig:
         for name, (low, high) in integer_bounds.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+                raise ConfigError(f"{name} must be a whole number, got {value!r}", name)
             if not low <= value <= high:
-                raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+                raise ConfigError(f"{name} must be between {low} and {high}, got {value}", name)
         if self.encoder not in ENCODER_CHOICES:
-            raise ConfigError(f"encoder must be one of {', '.join(ENCODER_CHOICES)}, got {self.encoder!r}")
+            raise ConfigError(f"encoder must be one of {', '.join(ENCODER_CHOICES)}, got {self.encoder!r}", "encoder")
         if self.device.split(":", 1)[0] not in DEVICE_CHOICES:
-            raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
+            raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", "device")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}", "precision")
         for name in ("data_options", "encoder_options", "method_options"):
             if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a mapping of option names to values")
+                raise ConfigError(f"{name} must be a mapping of option names to values", name)
         if self.dataset == "user" and not self.data_file:
-            raise ConfigError("dataset 'user' needs data_file: the path of your CSV or JSONL file")
+            raise ConfigError("dataset 'user' needs data_file: the path of your CSV or JSONL file", "data_file")
         if len(self.attention_text) > 1000:
-            raise ConfigError("attention_text is limited to 1000 characters")
+            raise ConfigError("attention_text is limited to 1000 characters", "attention_text")
         if len(self.name) > 200:
-            raise ConfigError("name is limited to 200 characters")
+            raise ConfigError("name is limited to 200 characters", "name")
         return self
 
     def to_dict(self) -> dict:

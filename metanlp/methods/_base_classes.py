@@ -42,7 +42,7 @@ class BaseClassIndex:
             if name not in self.ids:
                 if len(self.ids) >= self.capacity:
                     raise OptionError(
-                        f"more than {self.option_name}={self.capacity} training classes; raise it"
+                        f"more than {self.option_name}={self.capacity} training classes; raise it", self.option_name
                     )
                 self.ids[name] = len(self.ids)
             result.append(self.ids[name])

@@ -66,7 +66,7 @@ def text_pool(datasets: list[AuxiliaryDataset], max_texts: int, seed: int, optio
     texts = list(dict.fromkeys(example.text for dataset in datasets for example in dataset.examples))
     if datasets and not texts:
         names = ", ".join(dataset.name for dataset in datasets)
-        raise OptionError(f"option {option!r} names {names}, which has no text to train on")
+        raise OptionError(f"option {option!r} names {names}, which has no text to train on", option)
     if len(texts) > max_texts:
         texts = random.Random(seed).sample(texts, max_texts)
     return texts

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from metanlp.data.types import Episode, Example
 from metanlp.encoders import Encoder
 from metanlp.encoders.cache import shared_cache, unchanged_weights_cache
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import check_choice, option
 
 Metrics = dict[str, float]
 InnerStepCallback = Callable[[Metrics], None]
@@ -49,12 +49,8 @@ class EncoderOptions:
     from-scratch one fully (a frozen random encoder has learned nothing to reuse).
     """
 
-    finetune: str = "auto"
-    top_k: int = 1
-
-    def validate(self) -> None:
-        check_choice("finetune", self.finetune, FINETUNE_MODES)
-        check_range("top_k", self.top_k, 1, 48)
+    finetune: str = option("auto", choices=FINETUNE_MODES)
+    top_k: int = option(1, low=1, high=48)
 
 
 def resolve_finetune_mode(finetune: str, encoder: Encoder) -> str:

@@ -39,7 +39,7 @@ from metanlp.methods.base import (
     Metrics,
     TaskModel,
 )
-from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.options import OptionError, option
 from metanlp.methods.protonet import DISTANCES
 from metanlp.methods.registry import register_method
 
@@ -51,29 +51,17 @@ UNLABELLED_TARGET_SPLITS = ("train", "val")
 class DANNOptions(EncoderOptions):
     target_dataset: str = ""  # required: the unlabelled target domain, e.g. "fewrel_pubmed" for FewRel
     reversal: bool = True  # False: G_d only watches (detached features) — the no-adaptation baseline
-    max_lambda: float = 1.0  # λ, the weight of the reversed domain gradient, at the end of the schedule
+    max_lambda: float = option(1.0, low=0.0, high=100.0)  # λ, the weight of the reversed domain gradient, at the end of the schedule
     lambda_schedule: bool = True  # λ_p = 2/(1+exp(-10p)) - 1 over schedule_steps; else constant
-    schedule_steps: int = 200
-    adapter_size: int = 128  # bottleneck of the residual adapter on top of the encoder
-    domain_hidden: int = 128
-    target_batch: int = 0  # unlabelled target texts per step; 0: as many as the support set
-    target_pool: int = 2000
-    lr: float = 1e-4  # small: on 8 FewRel relations, 1e-3 overfits the adapter (docs/results_transfer.md)
-    max_base_classes: int = 256
-    distance: str = "euclidean"
-    seed: int = 0
-
-    def validate(self) -> None:
-        super().validate()
-        check_range("max_lambda", self.max_lambda, 0.0, 100.0)
-        check_range("schedule_steps", self.schedule_steps, 1, 10_000_000)
-        check_range("adapter_size", self.adapter_size, 1, 8192)
-        check_range("domain_hidden", self.domain_hidden, 1, 8192)
-        check_range("target_batch", self.target_batch, 0, 4096)
-        check_range("target_pool", self.target_pool, 1, 1_000_000)
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("max_base_classes", self.max_base_classes, 2, 100_000)
-        check_choice("distance", self.distance, DISTANCES)
+    schedule_steps: int = option(200, low=1, high=10_000_000)
+    adapter_size: int = option(128, low=1, high=8192)  # bottleneck of the residual adapter on top of the encoder
+    domain_hidden: int = option(128, low=1, high=8192)
+    target_batch: int = option(0, low=0, high=4096)  # unlabelled target texts per step; 0: as many as the support set
+    target_pool: int = option(2000, low=1, high=1_000_000)
+    lr: float = option(1e-4, low=1e-7, high=1.0)  # small: on 8 FewRel relations, 1e-3 overfits the adapter (docs/results_transfer.md)
+    max_base_classes: int = option(256, low=2, high=100_000)
+    distance: str = option("euclidean", choices=DISTANCES)
+    seed: int = option(0, low=0, high=2**31 - 1)
 
 
 def domain_metrics(domain_logits: torch.Tensor, is_target: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -113,7 +101,8 @@ class DANN(Method):
         if not options.target_dataset:
             raise OptionError(
                 "option 'target_dataset' is required for dann: name the dataset whose unlabelled text is the "
-                "target domain (e.g. target_dataset=fewrel_pubmed for fewrel)"
+                "target domain (e.g. target_dataset=fewrel_pubmed for fewrel)",
+                "target_dataset",
             )
         super().__init__(encoder, options)
         self.configure_encoder(options.finetune, options.top_k)

@@ -40,7 +40,7 @@ from metanlp.methods.base import (
     classification_metrics,
     parse_dataset_names,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.protonet import DISTANCES
 from metanlp.methods.registry import register_method
 
@@ -101,31 +101,18 @@ def teacher_hidden_size(name: str) -> int:
 
 @dataclass
 class DistillationOptions(EncoderOptions):
-    teacher: str = "minilm"  # "scratch" exists for fast tests only: a random frozen teacher
-    alpha: float = 0.5  # weight of the hard-label loss; 1.0 trains the student alone
-    temperature: float = 2.0
-    lr: float = 1e-3  # student
-    teacher_lr: float = 1e-2  # teacher head, on cached teacher features
-    teacher_steps: int = 5  # teacher-head updates per training step
+    teacher: str = option("minilm", choices=TEACHERS)  # "scratch" exists for fast tests only: a random frozen teacher
+    alpha: float = option(0.5, low=0.0, high=1.0)  # weight of the hard-label loss; 1.0 trains the student alone
+    temperature: float = option(2.0, low=1e-2, high=100.0)
+    lr: float = option(1e-3, low=1e-7, high=1.0)  # student
+    teacher_lr: float = option(1e-2, low=1e-7, high=10.0)  # teacher head, on cached teacher features
+    teacher_steps: int = option(5, low=1, high=1000)  # teacher-head updates per training step
     unlabelled_dataset: str = ""  # extra text for the soft-label loss ("" = support set only)
-    unlabelled_batch: int = 32
-    unlabelled_pool: int = 2000
-    max_base_classes: int = 256
-    distance: str = "euclidean"
-    seed: int = 0
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("teacher", self.teacher, TEACHERS)
-        check_range("alpha", self.alpha, 0.0, 1.0)
-        check_range("temperature", self.temperature, 1e-2, 100.0)
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("teacher_lr", self.teacher_lr, 1e-7, 10.0)
-        check_range("teacher_steps", self.teacher_steps, 1, 1000)
-        check_range("unlabelled_batch", self.unlabelled_batch, 1, 4096)
-        check_range("unlabelled_pool", self.unlabelled_pool, 1, 1_000_000)
-        check_range("max_base_classes", self.max_base_classes, 2, 100_000)
-        check_choice("distance", self.distance, DISTANCES)
+    unlabelled_batch: int = option(32, low=1, high=4096)
+    unlabelled_pool: int = option(2000, low=1, high=1_000_000)
+    max_base_classes: int = option(256, low=2, high=100_000)
+    distance: str = option("euclidean", choices=DISTANCES)
+    seed: int = option(0, low=0, high=2**31 - 1)
 
 
 @register_method

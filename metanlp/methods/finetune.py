@@ -40,7 +40,7 @@ from metanlp.methods.base import (
     resolve_finetune_mode,
     trainable_layer_count,
 )
-from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.options import OptionError, option
 from metanlp.methods.registry import register_method
 from metanlp.pretraining.schedules import SCHEDULES, warmup_scheduler
 
@@ -69,30 +69,20 @@ def layerwise_parameter_groups(encoder: Encoder, top_lr: float, layer_decay: flo
 
 @dataclass
 class FineTuneOptions(EncoderOptions):
-    lr: float = 1e-4  # learning across tasks (base-class training)
-    head_lr: float = 0.01  # fitting a new head to a support set
-    encoder_lr: float = 5e-5  # encoder during per-task fine-tuning (top / full); the top layer's rate under LLRD
-    adapt_steps: int = 100
-    max_base_classes: int = 1024
-    layer_decay: float = 1.0  # LLRD factor in (0, 1]; 1 = one rate for every layer
-    warmup_steps: int = 0  # per task: linear warm-up over the first adapt steps
-    lr_schedule: str = "constant"  # after warm-up: "constant", or "linear" decay to 0 at the last step
-    train_warmup_steps: int = 0  # across tasks: warm-up over the first train steps
-    train_total_steps: int = 0  # across tasks: where "linear" decay reaches 0 (0: no decay)
+    lr: float = option(1e-4, low=1e-7, high=1.0)  # learning across tasks (base-class training)
+    head_lr: float = option(0.01, low=1e-6, high=10.0)  # fitting a new head to a support set
+    encoder_lr: float = option(5e-5, low=1e-8, high=1.0)  # encoder during per-task fine-tuning (top / full); the top layer's rate under LLRD
+    adapt_steps: int = option(100, low=1, high=10_000)
+    max_base_classes: int = option(1024, low=2, high=100_000)
+    layer_decay: float = option(1.0, low=0.0, high=1.0)  # LLRD factor in (0, 1] (0 itself refused); 1 = one rate for every layer
+    warmup_steps: int = option(0, low=0, high=10_000)  # per task: linear warm-up over the first adapt steps
+    lr_schedule: str = option("constant", choices=SCHEDULES)  # after warm-up: "constant", or "linear" decay to 0 at the last step
+    train_warmup_steps: int = option(0, low=0, high=1_000_000)  # across tasks: warm-up over the first train steps
+    train_total_steps: int = option(0, low=0, high=1_000_000)  # across tasks: where "linear" decay reaches 0 (0: no decay)
 
     def validate(self) -> None:
-        super().validate()
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("head_lr", self.head_lr, 1e-6, 10.0)
-        check_range("encoder_lr", self.encoder_lr, 1e-8, 1.0)
-        check_range("adapt_steps", self.adapt_steps, 1, 10_000)
-        check_range("max_base_classes", self.max_base_classes, 2, 100_000)
         if not 0.0 < self.layer_decay <= 1.0:
-            raise OptionError(f"option 'layer_decay' must be in (0, 1], got {self.layer_decay}")
-        check_range("warmup_steps", self.warmup_steps, 0, 10_000)
-        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        check_range("train_warmup_steps", self.train_warmup_steps, 0, 1_000_000)
-        check_range("train_total_steps", self.train_total_steps, 0, 1_000_000)
+            raise OptionError(f"option 'layer_decay' must be in (0, 1], got {self.layer_decay}", "layer_decay")
 
 
 class LinearTaskModel(TaskModel):

@@ -31,7 +31,7 @@ from metanlp.methods.base import (
     MethodCard,
     Metrics,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.protonet import class_prototypes
 from metanlp.methods.registry import register_method
 
@@ -50,22 +50,13 @@ class TaskParameters:
 
 @dataclass
 class HyperNetworkOptions(EncoderOptions):
-    lr: float = 1e-4
-    head: str = "residual"  # φ on the encoder features (see EmbeddingHead): identity at start, or a projection
-    feature_size: int = 128  # D of a projection head (a residual head keeps the encoder's size)
-    generator_size: int = 256  # hidden units of the generators
+    lr: float = option(1e-4, low=1e-7, high=1.0)
+    head: str = option("residual", choices=HEADS)  # φ on the encoder features (see EmbeddingHead): identity at start, or a projection
+    feature_size: int = option(128, low=2, high=4096)  # D of a projection head (a residual head keeps the encoder's size)
+    generator_size: int = option(256, low=2, high=8192)  # hidden units of the generators
     film: bool = True  # also generate FiLM modulation of the features (off: only the classifier)
-    classifier: str = "residual"  # generated correction to a prototype classifier, or "generated" outright
-    scale: float = 10.0  # logit temperature; learned
-
-    def validate(self) -> None:
-        super().validate()
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_choice("head", self.head, HEADS)
-        check_range("feature_size", self.feature_size, 2, 4096)
-        check_range("generator_size", self.generator_size, 2, 8192)
-        check_choice("classifier", self.classifier, CLASSIFIER_MODES)
-        check_range("scale", self.scale, 1e-3, 1e3)
+    classifier: str = option("residual", choices=CLASSIFIER_MODES)  # generated correction to a prototype classifier, or "generated" outright
+    scale: float = option(10.0, low=1e-3, high=1e3)  # logit temperature; learned
 
 
 @register_method

@@ -27,7 +27,7 @@ from metanlp.methods.base import (
     EncoderOptions,
     MethodCard,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.registry import register_method
 from metanlp.methods.relation import RELATION_LOSSES, relation_loss
 
@@ -58,26 +58,16 @@ def dynamic_routing(
 
 @dataclass
 class InductionOptions(EncoderOptions):
-    lr: float = 1e-4
-    head: str = "residual"  # W_s, b_s: identity at start (see EmbeddingHead), or a projection
-    induction_size: int = 128  # size of the class vectors from a projection head
-    routing_iterations: int = 3  # the paper uses 3
-    tensor_slices: int = 8  # h: slices of the neural tensor layer (paper: 100)
-    loss: str = "cross_entropy"  # or the paper's "mse" to one-hot (it saturates on an anchored score)
+    lr: float = option(1e-4, low=1e-7, high=1.0)
+    head: str = option("residual", choices=HEADS)  # W_s, b_s: identity at start (see EmbeddingHead), or a projection
+    induction_size: int = option(128, low=2, high=4096)  # size of the class vectors from a projection head
+    routing_iterations: int = option(3, low=1, high=20)  # the paper uses 3
+    tensor_slices: int = option(8, low=1, high=1024)  # h: slices of the neural tensor layer (paper: 100)
+    loss: str = option("cross_entropy", choices=RELATION_LOSSES)  # or the paper's "mse" to one-hot (it saturates on an anchored score)
     # Anchored: the tensor layer's score is added to s·cos(c_i, W_s e_q + b_s) and starts at zero, so the
     # untrained network is a nearest-class-vector classifier; off: the tensor layer alone, as in the paper.
     anchor: bool = True
-    scale: float = 10.0  # s, learned (anchored only)
-
-    def validate(self) -> None:
-        super().validate()
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_choice("head", self.head, HEADS)
-        check_range("induction_size", self.induction_size, 2, 4096)
-        check_range("routing_iterations", self.routing_iterations, 1, 20)
-        check_range("tensor_slices", self.tensor_slices, 1, 1024)
-        check_choice("loss", self.loss, RELATION_LOSSES)
-        check_range("scale", self.scale, 1e-3, 1e3)
+    scale: float = option(10.0, low=1e-3, high=1e3)  # s, learned (anchored only)
 
 
 @register_method

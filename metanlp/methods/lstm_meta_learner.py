@@ -53,7 +53,7 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.options import check_range
+from metanlp.methods.options import option
 from metanlp.methods.registry import register_method
 
 GRADIENT_SCALE_P = 10.0  # p of the log/sign preprocessing (Andrychowicz et al. 2016, arXiv:1606.04474)
@@ -74,20 +74,12 @@ def preprocess(x: torch.Tensor, p: float = GRADIENT_SCALE_P) -> torch.Tensor:
 
 @dataclass
 class LSTMMetaLearnerOptions:
-    inner_steps: int = 5  # T
-    lr: float = 1e-4  # Adam, for the LSTM and θ_0
-    head_hidden: int = 32  # learner: a ReLU layer of this width before the output layer; 0: linear
-    lstm_hidden: int = 0  # units of an LSTM layer that first reads gradient and loss (paper: 20); 0: none
-    initial_step_size: float = 0.3  # i_t before meta-training (the input gate's bias is its logit)
-    grad_clip: float = 0.25  # meta-gradient norm clipping, as in the paper
-
-    def validate(self) -> None:
-        check_range("inner_steps", self.inner_steps, 1, 100)
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("head_hidden", self.head_hidden, 0, 4096)
-        check_range("lstm_hidden", self.lstm_hidden, 0, 256)
-        check_range("initial_step_size", self.initial_step_size, 1e-4, 0.99)
-        check_range("grad_clip", self.grad_clip, 0.0, 1e6)
+    inner_steps: int = option(5, low=1, high=100)  # T
+    lr: float = option(1e-4, low=1e-7, high=1.0)  # Adam, for the LSTM and θ_0
+    head_hidden: int = option(32, low=0, high=4096)  # learner: a ReLU layer of this width before the output layer; 0: linear
+    lstm_hidden: int = option(0, low=0, high=256)  # units of an LSTM layer that first reads gradient and loss (paper: 20); 0: none
+    initial_step_size: float = option(0.3, low=1e-4, high=0.99)  # i_t before meta-training (the input gate's bias is its logit)
+    grad_clip: float = option(0.25, low=0.0, high=1e6)  # meta-gradient norm clipping, as in the paper
 
 
 @dataclass

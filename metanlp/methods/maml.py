@@ -80,7 +80,7 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.registry import register_method
 
 PRETRAINED_ENCODER_LR = 5e-5
@@ -94,38 +94,25 @@ Inputs = torch.Tensor | dict[str, torch.Tensor]
 class InnerLoopOptions:
     """Settings every inner-loop meta-learner of this family shares (defaults: the plain learner)."""
 
-    inner_steps: int = 5  # k: gradient steps per task during meta-training
-    test_inner_steps: int = 0  # steps when adapting to a new task; 0: same as inner_steps
-    inner_lr: float = 0.1  # α of the output layer (and hidden layer)
-    lr: float = 1e-3  # β, the outer (Adam) learning rate
-    meta_batch: int = 4  # tasks summed per outer step (Finn et al.: 4 for 5-way 1-shot miniImageNet)
+    inner_steps: int = option(5, low=1, high=100)  # k: gradient steps per task during meta-training
+    test_inner_steps: int = option(0, low=0, high=1000)  # steps when adapting to a new task; 0: same as inner_steps
+    inner_lr: float = option(0.1, low=1e-6, high=100.0)  # α of the output layer (and hidden layer)
+    lr: float = option(1e-3, low=1e-7, high=1.0)  # β, the outer (Adam) learning rate
+    meta_batch: int = option(4, low=1, high=256)  # tasks summed per outer step (Finn et al.: 4 for 5-way 1-shot miniImageNet)
     first_order: bool = False
-    head_hidden: int = 0  # width D of a meta-learned ReLU layer before the output; 0: none
-    head_init: str = "zero"  # the task's output layer: "zero" or "prototype" (Proto-MAML)
-    prototype_scale: float = 10.0  # s of the prototype init: logits −(s/D)‖x − c_k‖² before the inner loop
-    body: str = "none"  # meta-learned light body on the embedding: none, shift, scale_shift, adapter, scale_shift+adapter
-    body_inner_lr: float = 0.0  # inner-loop α of the body (MAML, FOMAML); 0: same as inner_lr
-    body_decay: float = 0.0  # per outer step the body moves lr × this of the way back to identity (L2-SP)
+    head_hidden: int = option(0, low=0, high=4096)  # width D of a meta-learned ReLU layer before the output; 0: none
+    head_init: str = option("zero", choices=HEAD_INITS)  # the task's output layer: "zero" or "prototype" (Proto-MAML)
+    prototype_scale: float = option(10.0, low=1e-6, high=100.0)  # s of the prototype init: logits −(s/D)‖x − c_k‖² before the inner loop
+    body: str = option("none", choices=BODIES)  # meta-learned light body on the embedding: none, shift, scale_shift, adapter, scale_shift+adapter
+    body_inner_lr: float = option(0.0, low=0.0, high=100.0)  # inner-loop α of the body (MAML, FOMAML); 0: same as inner_lr
+    body_decay: float = option(0.0, low=0.0, high=1000.0)  # per outer step the body moves lr × this of the way back to identity (L2-SP)
     batch_tasks: bool = False  # train_steps: a meta-batch's inner loops together (stacked parameters, vmap)
-
-    def validate(self) -> None:
-        check_range("inner_steps", self.inner_steps, 1, 100)
-        check_range("test_inner_steps", self.test_inner_steps, 0, 1000)
-        check_range("inner_lr", self.inner_lr, 1e-6, 100.0)
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("meta_batch", self.meta_batch, 1, 256)
-        check_range("head_hidden", self.head_hidden, 0, 4096)
-        check_choice("head_init", self.head_init, HEAD_INITS)
-        check_range("prototype_scale", self.prototype_scale, 1e-6, 100.0)
-        check_choice("body", self.body, BODIES)
-        check_range("body_inner_lr", self.body_inner_lr, 0.0, 100.0)
-        check_range("body_decay", self.body_decay, 0.0, 1000.0)
 
 
 @dataclass
 class MAMLOptions(EncoderOptions, InnerLoopOptions):
-    encoder_lr: float = 0.0  # outer lr of trainable encoder layers; 0: 5e-5 if pretrained, 1e-3 from scratch
-    encoder_inner_lr: float = 0.01  # inner-loop step size for encoder weights (MAML with finetune top/full)
+    encoder_lr: float = option(0.0, low=0.0, high=1.0)  # outer lr of trainable encoder layers; 0: 5e-5 if pretrained, 1e-3 from scratch
+    encoder_inner_lr: float = option(0.01, low=0.0, high=100.0)  # inner-loop step size for encoder weights (MAML with finetune top/full)
     # The MAML family's defaults (chosen on validation classes, see the module docstring): a
     # meta-learned γ/β body on the features, decayed toward identity, and Proto-MAML's init.
     head_init: str = "prototype"
@@ -134,12 +121,6 @@ class MAMLOptions(EncoderOptions, InnerLoopOptions):
     lr: float = 1e-2
     meta_batch: int = 8  # cheap tasks on cached features; from about 8 at once the batched path pays
     batch_tasks: bool = True
-
-    def validate(self) -> None:
-        EncoderOptions.validate(self)
-        InnerLoopOptions.validate(self)
-        check_range("encoder_lr", self.encoder_lr, 0.0, 1.0)
-        check_range("encoder_inner_lr", self.encoder_inner_lr, 0.0, 100.0)
 
 
 @dataclass

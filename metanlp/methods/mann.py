@@ -66,7 +66,7 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.options import OptionError, option
 from metanlp.methods.registry import register_method
 
 MEMORY_INIT = 0.0  # see the module notes: the paper's 1e-6 constants give every empty slot one shared direction
@@ -134,41 +134,28 @@ class MemoryState:
 
 @dataclass
 class MANNOptions(EncoderOptions):
-    lr: float = 1e-4  # see the module notes; the paper's online form learned (slowly) at 3e-3
-    input_size: int = 384  # the encoder features are projected to this size before the controller
-    controller_size: int = 200  # LSTM units (paper: 200)
-    memory_slots: int = 32  # paper: 128; a support set larger than this overwrites its least-used examples
-    memory_width: int = 384  # paper: 40
-    read_heads: int = 1  # paper: 4
-    usage_decay: float = 0.95  # γ in w^u_t = γ w^u_{t-1} + w^r_t + w^w_t
-    max_ways: int = 20  # size of the one-hot label input and of the output layer
-    support_loss_weight: float = 1.0  # weight of the online support predictions in the training loss
+    lr: float = option(1e-4, low=1e-7, high=1.0)  # see the module notes; the paper's online form learned (slowly) at 3e-3
+    input_size: int = option(384, low=1, high=4096)  # the encoder features are projected to this size before the controller
+    controller_size: int = option(200, low=1, high=4096)  # LSTM units (paper: 200)
+    memory_slots: int = option(32, low=2, high=100_000)  # paper: 128; a support set larger than this overwrites its least-used examples
+    memory_width: int = option(384, low=1, high=4096)  # paper: 40
+    read_heads: int = option(1, low=1, high=64)  # paper: 4
+    usage_decay: float = option(0.95, low=0.0, high=1.0)  # γ in w^u_t = γ w^u_{t-1} + w^r_t + w^w_t
+    max_ways: int = option(20, low=2, high=1000)  # size of the one-hot label input and of the output layer
+    support_loss_weight: float = option(1.0, low=0.0, high=100.0)  # weight of the online support predictions in the training loss
     # "online": the paper's sequence, x_t shown with y_{t-1}, every step predicts, writes and reads.
     # "episodic": each support example is shown with its own label; queries come with no label and only
     # read (a write first would let a query find itself in memory).
-    presentation: str = "episodic"
+    presentation: str = option("episodic", choices=PRESENTATIONS)
     # The interface (keys, write vectors, gates) and the output layer also read the controller's input,
     # not only its hidden state, and start as a key-value store (see ``initialise_interface``).
     anchored_memory: bool = True
-    initial_key_strength: float = 30.0  # β before meta-training (β = 1 + softplus(·) ≥ 1; random-ish ≈ 1.7)
-    seed: int = 0  # shuffles the support sequence (a fixed order per call of adapt)
+    initial_key_strength: float = option(30.0, low=1.01, high=1000.0)  # β before meta-training (β = 1 + softplus(·) ≥ 1; random-ish ≈ 1.7)
+    seed: int = option(0, low=0, high=2**31 - 1)  # shuffles the support sequence (a fixed order per call of adapt)
 
     def validate(self) -> None:
-        super().validate()
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("input_size", self.input_size, 1, 4096)
-        check_range("controller_size", self.controller_size, 1, 4096)
-        check_range("memory_slots", self.memory_slots, 2, 100_000)
-        check_range("memory_width", self.memory_width, 1, 4096)
-        check_range("read_heads", self.read_heads, 1, 64)
         if self.read_heads > self.memory_slots:
-            raise OptionError(f"option 'read_heads' ({self.read_heads}) must not exceed memory_slots")
-        check_range("usage_decay", self.usage_decay, 0.0, 1.0)
-        check_range("max_ways", self.max_ways, 2, 1000)
-        check_range("support_loss_weight", self.support_loss_weight, 0.0, 100.0)
-        check_choice("presentation", self.presentation, PRESENTATIONS)
-        check_range("initial_key_strength", self.initial_key_strength, 1.01, 1000.0)
-        check_range("seed", self.seed, 0, 2**31 - 1)
+            raise OptionError(f"option 'read_heads' ({self.read_heads}) must not exceed memory_slots", "read_heads")
 
 
 class MemoryTaskModel(TaskModel):
@@ -358,7 +345,7 @@ class MANN(Method):
     def check_ways(self, n_way: int) -> None:
         if n_way > self.options.max_ways:
             raise OptionError(
-                f"{n_way}-way episodes need option 'max_ways' of at least {n_way} (it is {self.options.max_ways})"
+                f"{n_way}-way episodes need option 'max_ways' of at least {n_way} (it is {self.options.max_ways})", "max_ways"
             )
 
     # ----- the contract ------------------------------------------------------------------

@@ -27,7 +27,7 @@ from metanlp.methods.base import (
     MethodCard,
     Metrics,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.registry import register_method
 
 LossAndAccuracy = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]
@@ -57,21 +57,13 @@ def matching_log_probabilities(
 
 @dataclass
 class MatchingOptions(EncoderOptions):
-    lr: float = 1e-4
-    head: str = "residual"  # learned map on the encoder features: residual (identity at start) or projection
-    embedding_size: int = 128  # output size of a projection head
+    lr: float = option(1e-4, low=1e-7, high=1.0)
+    head: str = option("residual", choices=HEADS)  # learned map on the encoder features: residual (identity at start) or projection
+    embedding_size: int = option(128, low=2, high=4096)  # output size of a projection head
     full_context: bool = False  # the paper's full-context embeddings (BiLSTM g, attention-LSTM f)
-    processing_steps: int = 3  # K read steps of the attention LSTM (full_context only)
-    scale: float = 10.0  # softmax temperature on cosine; learned during meta-training
+    processing_steps: int = option(3, low=1, high=20)  # K read steps of the attention LSTM (full_context only)
+    scale: float = option(10.0, low=1e-3, high=1e3)  # softmax temperature on cosine; learned during meta-training
     learn_scale: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_choice("head", self.head, HEADS)
-        check_range("embedding_size", self.embedding_size, 2, 4096)
-        check_range("processing_steps", self.processing_steps, 1, 20)
-        check_range("scale", self.scale, 1e-3, 1e3)
 
 
 class FullContextEmbedding(nn.Module):

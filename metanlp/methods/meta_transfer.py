@@ -28,19 +28,14 @@ from metanlp.encoders import Encoder
 from metanlp.methods._scale_shift import FILM_PLACES, ScaleShiftMixin
 from metanlp.methods.base import MethodCard, Metrics
 from metanlp.methods.maml import GradientMetaLearner, InnerLoopOptions
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.registry import register_method
 
 
 @dataclass
 class MetaTransferOptions(InnerLoopOptions):
-    film_at: str = "layers"  # "layers": each Transformer layer's output; "embedding": the pooled embedding
-    film_layers: int = 0  # with film_at="layers": how many top layers get γ, β; 0: all of them
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("film_at", self.film_at, FILM_PLACES)
-        check_range("film_layers", self.film_layers, 0, 48)
+    film_at: str = option("layers", choices=FILM_PLACES)  # "layers": each Transformer layer's output; "embedding": the pooled embedding
+    film_layers: int = option(0, low=0, high=48)  # with film_at="layers": how many top layers get γ, β; 0: all of them
 
 
 @register_method

@@ -33,7 +33,7 @@ from metanlp.methods.base import (
     classification_metrics,
     label_tensor,
 )
-from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.options import OptionError, option
 from metanlp.methods.protonet import DISTANCES, class_prototypes, prototype_logits
 from metanlp.methods.registry import register_method
 from metanlp.pretraining.corpus import PretrainingCorpus
@@ -45,20 +45,13 @@ from metanlp.pretraining.trainer import MaskedPairSampler, pin_first_segment, pr
 
 @dataclass
 class MLMPretrainOptions:
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    pairs_per_step: int = 32  # sentence pairs per pretraining batch
-    mask_probability: float = 0.15
-    distance: str = "euclidean"  # for the prototype classifier on new tasks
+    lr: float = option(5e-4, low=1e-7, high=1.0)
+    weight_decay: float = option(0.01, low=0.0, high=1.0)
+    pairs_per_step: int = option(32, low=2, high=4096)  # sentence pairs per pretraining batch
+    mask_probability: float = option(0.15, low=0.01, high=0.9)
+    distance: str = option("euclidean", choices=DISTANCES)  # for the prototype classifier on new tasks
     update_absent_tokens: bool = False  # True: let every embedding row move each step (see trainer)
     tied_decoder: bool = False  # True: BERT's decoder tied to the token embedding (stalls at small sizes)
-
-    def validate(self) -> None:
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        check_range("pairs_per_step", self.pairs_per_step, 2, 4096)
-        check_range("mask_probability", self.mask_probability, 0.01, 0.9)
-        check_choice("distance", self.distance, DISTANCES)
 
 
 class PretrainedPrototypeModel(TaskModel):

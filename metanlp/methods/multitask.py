@@ -35,7 +35,7 @@ from metanlp.methods.base import (
     classification_metrics,
     parse_dataset_names,
 )
-from metanlp.methods.options import OptionError, check_choice, check_range
+from metanlp.methods.options import OptionError, check_choice, check_range, option
 from metanlp.methods.protonet import DISTANCES
 from metanlp.methods.registry import register_method
 
@@ -68,28 +68,16 @@ class MultiTaskOptions(EncoderOptions):
     # target is one of them with a non-default class split, name that split ("banking77:03"), or the
     # auxiliary head would train on the target's meta-test classes.
     tasks: str = "clinc150,banking77,agnews"
-    sampling: str = "proportional"
-    temperature: float = 2.0
-    auxiliary_batch: int = 16  # examples of the drawn task per step
-    auxiliary_tasks_per_step: int = 1
-    examples_per_task: int = 2000  # seeded subset of each task's training examples
-    adapter_size: int = 128  # bottleneck of the residual adapter on top of the encoder
-    lr: float = 1e-3
-    max_base_classes: int = 256
-    distance: str = "euclidean"
-    seed: int = 0
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("sampling", self.sampling, SAMPLING_MODES)
-        check_range("temperature", self.temperature, 1e-3, 1e3)
-        check_range("auxiliary_batch", self.auxiliary_batch, 1, 4096)
-        check_range("auxiliary_tasks_per_step", self.auxiliary_tasks_per_step, 1, 64)
-        check_range("examples_per_task", self.examples_per_task, 2, 1_000_000)
-        check_range("adapter_size", self.adapter_size, 1, 8192)
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("max_base_classes", self.max_base_classes, 2, 100_000)
-        check_choice("distance", self.distance, DISTANCES)
+    sampling: str = option("proportional", choices=SAMPLING_MODES)
+    temperature: float = option(2.0, low=1e-3, high=1e3)
+    auxiliary_batch: int = option(16, low=1, high=4096)  # examples of the drawn task per step
+    auxiliary_tasks_per_step: int = option(1, low=1, high=64)
+    examples_per_task: int = option(2000, low=2, high=1_000_000)  # seeded subset of each task's training examples
+    adapter_size: int = option(128, low=1, high=8192)  # bottleneck of the residual adapter on top of the encoder
+    lr: float = option(1e-3, low=1e-7, high=1.0)
+    max_base_classes: int = option(256, low=2, high=100_000)
+    distance: str = option("euclidean", choices=DISTANCES)
+    seed: int = option(0, low=0, high=2**31 - 1)
 
 
 class AuxiliaryTask:
@@ -100,7 +88,7 @@ class AuxiliaryTask:
         self.classes = list(dataset.classes)
         if len(self.classes) < 2 or not examples:
             raise OptionError(
-                f"option 'tasks' names {dataset.name!r}, which has fewer than 2 training classes: it cannot train a head"
+                f"option 'tasks' names {dataset.name!r}, which has fewer than 2 training classes: it cannot train a head", "tasks"
             )
         self.name = dataset.name
         self.size = len(examples)  # the sampling weight uses the full size, not the subset
@@ -173,7 +161,8 @@ class MultiTask(Method):
         elif self.task_heads[key].out_features != n_classes:
             raise OptionError(
                 f"option 'tasks' names a task with {n_classes} training classes whose saved head has "
-                f"{self.task_heads[key].out_features}: the dataset changed since the checkpoint was made"
+                f"{self.task_heads[key].out_features}: the dataset changed since the checkpoint was made",
+                "tasks",
             )
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):

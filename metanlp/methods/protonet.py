@@ -22,7 +22,7 @@ from metanlp.methods.base import (
     MethodCard,
     Metrics,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.registry import register_method
 
 DISTANCES = ("euclidean", "cosine")
@@ -49,22 +49,13 @@ def prototype_logits(
 
 @dataclass
 class ProtoNetOptions(EncoderOptions):
-    distance: str = "euclidean"
-    lr: float = 1e-4
-    scale: float = 1.0  # logit temperature; learned during meta-training
+    distance: str = option("euclidean", choices=DISTANCES)
+    lr: float = option(1e-4, low=1e-7, high=1.0)
+    scale: float = option(1.0, low=1e-3, high=1e3)  # logit temperature; learned during meta-training
     learn_scale: bool = True
-    head: str = "none"  # Matching Networks' learned map on the features: "residual" (identity at start), "projection"
-    embedding_size: int = 128  # output size of a projection head
-    film: str = "none"  # meta-transfer's γ, β: on every encoder layer ("layers") or the pooled embedding
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("distance", self.distance, DISTANCES)
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_range("scale", self.scale, 1e-3, 1e3)
-        check_choice("head", self.head, HEAD_CHOICES)
-        check_range("embedding_size", self.embedding_size, 2, 4096)
-        check_choice("film", self.film, FILM_CHOICES)
+    head: str = option("none", choices=HEAD_CHOICES)  # Matching Networks' learned map on the features: "residual" (identity at start), "projection"
+    embedding_size: int = option(128, low=2, high=4096)  # output size of a projection head
+    film: str = option("none", choices=FILM_CHOICES)  # meta-transfer's γ, β: on every encoder layer ("layers") or the pooled embedding
 
 
 @register_method

@@ -31,7 +31,7 @@ from metanlp.methods.base import (
     MethodCard,
     classification_metrics,
 )
-from metanlp.methods.options import check_choice, check_range
+from metanlp.methods.options import option
 from metanlp.methods.protonet import class_prototypes
 from metanlp.methods.registry import register_method
 
@@ -54,31 +54,20 @@ def relation_loss(
 
 @dataclass
 class RelationOptions(EncoderOptions):
-    lr: float = 1e-4
-    head: str = "residual"  # learned embedding f on the encoder features (see EmbeddingHead)
-    embedding_size: int = 128  # output size of a projection head
-    relation_size: int = 128  # hidden units of the relation module g
-    class_pooling: str = "mean"  # the paper sums the K shots; the mean keeps scores comparable across K
-    loss: str = "cross_entropy"  # or the paper's "mse" to one-hot (it saturates on an anchored score)
+    lr: float = option(1e-4, low=1e-7, high=1.0)
+    head: str = option("residual", choices=HEADS)  # learned embedding f on the encoder features (see EmbeddingHead)
+    embedding_size: int = option(128, low=2, high=4096)  # output size of a projection head
+    relation_size: int = option(128, low=1, high=4096)  # hidden units of the relation module g
+    class_pooling: str = option("mean", choices=CLASS_POOLING)  # the paper sums the K shots; the mean keeps scores comparable across K
+    loss: str = option("cross_entropy", choices=RELATION_LOSSES)  # or the paper's "mse" to one-hot (it saturates on an anchored score)
     # What g sees: "match" = [f(x); c_k; |f(x)-c_k|; f(x)*c_k], or the paper's plain "concat" [f(x); c_k].
     # On frozen MiniLM features (CLINC150, 5-way 1-shot, 300 episodes) "match" reached 91% and "concat" 50%:
     # an MLP needs many episodes to discover a similarity from a bare concatenation.
-    pair_features: str = "match"
+    pair_features: str = option("match", choices=PAIR_FEATURES)
     # Anchored: g is added to -s‖u - c_k‖² and starts at zero, so the untrained network is a prototype
     # classifier and meta-training learns a correction to it; off: g alone, as in the paper.
     anchor: bool = True
-    scale: float = 10.0  # s, learned (anchored only)
-
-    def validate(self) -> None:
-        super().validate()
-        check_range("lr", self.lr, 1e-7, 1.0)
-        check_choice("head", self.head, HEADS)
-        check_range("embedding_size", self.embedding_size, 2, 4096)
-        check_range("relation_size", self.relation_size, 1, 4096)
-        check_choice("class_pooling", self.class_pooling, CLASS_POOLING)
-        check_choice("loss", self.loss, RELATION_LOSSES)
-        check_choice("pair_features", self.pair_features, PAIR_FEATURES)
-        check_range("scale", self.scale, 1e-3, 1e3)
+    scale: float = option(10.0, low=1e-3, high=1e3)  # s, learned (anchored only)
 
 
 @register_method
