@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from metanlp.data.errors import DataError
@@ -14,6 +15,7 @@ from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError
 
 USER_ERRORS = (DataError, ConfigError, OptionError)
+MAX_CONCURRENT_HINT = "set METANLP_MAX_CONCURRENT to change it"
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -348,6 +350,30 @@ def command_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def create_run_when_a_slot_is_free(store, config: RunConfig, name: str, pid: int, poll: float = 0.5) -> str:
+    """Create the CLI's run as soon as fewer runs than the machine's limit are running.
+
+    Dashboard and CLI runs share one limit (``METANLP_MAX_CONCURRENT``, else 1 on a CPU, 2 with a
+    GPU): a CLI run waits here, saying so once, while runs of dead processes are marked failed.
+    """
+    from metanlp.runs.manager import default_max_concurrent, fail_orphaned_runs
+    from metanlp.runs.queue import RunSlotsBusy
+
+    limit = default_max_concurrent()
+    said = False
+    while True:
+        try:
+            return store.create_run(config, name, claimed_by=pid, max_running=limit)
+        except RunSlotsBusy as busy:
+            if fail_orphaned_runs(store):
+                continue
+            if not said:
+                print(f"waiting for a free run slot: {busy.running} run(s) running, at most {limit} at once "
+                      f"({MAX_CONCURRENT_HINT}); Ctrl-C to give up", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(poll)
+
+
 def command_train(args: argparse.Namespace) -> int:
     """Train through the run store, so CLI runs appear in the dashboard's Runs page."""
     import os
@@ -359,7 +385,7 @@ def command_train(args: argparse.Namespace) -> int:
     dataset, warnings = load_and_announce(config)
     check_run_data(config, (dataset, warnings))  # a bad file or an impossible task: exit 2, and no run is stored
     store = RunStore(args.runs_dir)
-    run_id = store.create_run(config, args.name, claimed_by=os.getpid())
+    run_id = create_run_when_a_slot_is_free(store, config, args.name, os.getpid())
     print(f"run {run_id} in {store.root}", file=sys.stderr)
     progress = ProgressPrinter(not args.no_progress, already_said=said_up_front(config, dataset, warnings))
     try:

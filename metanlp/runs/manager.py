@@ -115,6 +115,22 @@ def check_run_data(config: RunConfig, loaded: tuple[TextDataset, list[str]] | No
     return warnings
 
 
+def fail_orphaned_runs(store: RunStore, own_pids: set[int] | frozenset[int] = frozenset()) -> list[str]:
+    """Mark failed every ``running`` run whose process is gone (metrics kept); returns their ids.
+
+    ``own_pids``: processes the caller watches itself (its workers), skipped here.
+    """
+    failed = []
+    for record in store.list_runs(statuses=("running",)):
+        if record.worker_pid in own_pids:
+            continue
+        if not process_alive(record.worker_pid, store.worker_fingerprint(record.id)):
+            message = ORPHAN_MESSAGE.format(pid=record.worker_pid)
+            store.finish_run(record.id, "failed", message, worker_pid=record.worker_pid)
+            failed.append(record.id)
+    return failed
+
+
 _MAIN_MODULE_LOCK = threading.Lock()
 
 
@@ -231,19 +247,14 @@ class RunManager:
                     worker = None
                 if worker is None and time.monotonic() >= self._restart_after.get(slot, 0.0):
                     self._start(slot)
-            own_pids = {worker.process.pid for worker in self._workers.values()}
-            for record in self.store.list_runs(statuses=("running",)):
-                if record.worker_pid in own_pids:
-                    continue
-                if not process_alive(record.worker_pid, self.store.worker_fingerprint(record.id)):
-                    message = ORPHAN_MESSAGE.format(pid=record.worker_pid)
-                    self.store.finish_run(record.id, "failed", message, worker_pid=record.worker_pid)
+            fail_orphaned_runs(self.store, own_pids={worker.process.pid for worker in self._workers.values()})
 
     def _start(self, slot: int) -> None:
         ready = self._context.Event()
         process = self._context.Process(
             target=worker_main,
-            args=(str(self.store.root), slot, self._stop_event, ready, self._threads_per_worker, self.preload, self.warm),
+            args=(str(self.store.root), slot, self._stop_event, ready, self._threads_per_worker, self.preload, self.warm,
+                  self.max_concurrent),
             name=f"metanlp-run-worker-{slot}",
             daemon=True,
         )

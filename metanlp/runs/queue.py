@@ -24,6 +24,19 @@ FINISHED_STATUSES = ("done", "failed", "cancelled")
 MAX_NAME_LENGTH = 200
 
 
+class RunSlotsBusy(RuntimeError):
+    """Every run slot of the machine is in use (``running`` counts runs of the dashboard and the CLI)."""
+
+    def __init__(self, running: int, limit: int) -> None:
+        super().__init__(f"{running} runs are running and at most {limit} may run at once")
+        self.running = running
+        self.limit = limit
+
+
+def _running_count(connection: sqlite3.Connection) -> int:
+    return connection.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()[0]
+
+
 def clean_name(name: str) -> str:
     """Names are for display only: one line, no control characters, bounded length."""
     text = "".join(character if character.isprintable() else " " for character in str(name or ""))
@@ -72,11 +85,14 @@ class RunRecord:
 class RunQueue(StoreRoom):
     """Run rows and their lifecycle: queued → running → done / failed / cancelled."""
 
-    def create_run(self, config: RunConfig, name: str = "", claimed_by: int | None = None) -> str:
+    def create_run(
+        self, config: RunConfig, name: str = "", claimed_by: int | None = None, max_running: int | None = None
+    ) -> str:
         """Queue a run and return its id.
 
         ``claimed_by`` (a pid) creates it already "running" in that process, so no worker can
-        take it: the CLI uses this before calling ``execute_run`` itself.
+        take it: the CLI uses this before calling ``execute_run`` itself. With ``max_running``,
+        that happens only while fewer runs are running (else ``RunSlotsBusy``, nothing created).
         """
         config_dict = config.to_dict()
         display_name = clean_name(name) or clean_name(config.name) or default_run_name(config)
@@ -94,6 +110,10 @@ class RunQueue(StoreRoom):
                     folder.mkdir(parents=True)
                     (folder / "config.json").write_text(json.dumps(config_dict, indent=2), encoding="utf-8")
                 with self.database.write() as connection:
+                    if claimed_by is not None and max_running is not None:
+                        running = _running_count(connection)
+                        if running >= max_running:
+                            raise RunSlotsBusy(running, max_running)
                     connection.execute(
                         "INSERT INTO runs (id, name, config, status, created_at, started_at, progress, worker_pid,"
                         " worker_fingerprint) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
@@ -197,10 +217,15 @@ class RunQueue(StoreRoom):
         with self.database.write() as connection:
             return connection.execute(query, parameters).rowcount == 1
 
-    def claim_next_run(self, worker_pid: int) -> str | None:
-        """Atomically take the oldest queued run for ``worker_pid``; None when the queue is empty."""
+    def claim_next_run(self, worker_pid: int, max_running: int | None = None) -> str | None:
+        """Atomically take the oldest queued run for ``worker_pid``; None when the queue is empty.
+
+        With ``max_running``, also None while that many runs (from any process) are running.
+        """
         fingerprint = process_fingerprint(worker_pid)
         with self.database.write() as connection:
+            if max_running is not None and _running_count(connection) >= max_running:
+                return None
             row = connection.execute(
                 "SELECT id FROM runs WHERE status = 'queued' AND cancel_requested = 0"
                 " ORDER BY created_at, rowid LIMIT 1"

@@ -25,6 +25,7 @@ from metanlp.engine import EncoderPool, RunCancelled, RunConfig, run_training
 from metanlp.engine.checkpoint import save_method
 from metanlp.engine.config import ConfigError
 from metanlp.methods.options import OptionError
+from metanlp.runs.prompt_stop import PromptStop
 from metanlp.runs.store import RunNotFound, RunStore
 
 log = logging.getLogger("metanlp.runs")
@@ -32,7 +33,7 @@ log = logging.getLogger("metanlp.runs")
 QUEUE_POLL_SECONDS = 0.2  # how often an idle worker looks for queued runs
 FLUSH_SECONDS = 0.25  # events reach SQLite at least this often (what survives a SIGKILL)
 MAX_BUFFERED_EVENTS = 500
-CANCEL_CHECK_SECONDS = 0.2  # how often a run reads its cancel flag (cancel latency ≈ this + one step)
+CANCEL_CHECK_SECONDS = 0.2  # how often a run reads its cancel flag (a long step is interrupted: prompt_stop.py)
 SHUTDOWN_MESSAGE = "Interrupted: the app shut down while this run was running."
 MAX_ERROR_LENGTH = 500
 
@@ -180,7 +181,8 @@ def execute_run(
     status, error, details = "failed", None, None
     try:
         config = RunConfig.from_dict(record.config)
-        result = run_training(config, on_event=record_event, should_stop=stop, encoder_pool=encoder_pool)
+        with PromptStop(stop):  # a long step cannot hold up a cancel: stopped within about a second
+            result = run_training(config, on_event=record_event, should_stop=stop, encoder_pool=encoder_pool)
         writer.close()
         if not writer.run_deleted:
             save_method(result.method, store.checkpoint_dir(run_id), name=record.name)
@@ -266,13 +268,15 @@ def worker_main(
     num_threads: int | None = None,
     preload: tuple[str, ...] = (),
     warm: bool = True,
+    max_running: int | None = None,
 ) -> None:
     """Spawn target: take queued runs from the store at ``root`` one by one until told to stop.
 
     ``stop_event`` (a multiprocessing Event) ends the loop, and interrupts a running run, which is
     then marked failed with ``SHUTDOWN_MESSAGE``; the loop also ends when the parent process is gone.
     ``ready_event`` is set once imports and warm-up are done. Encoders in ``preload`` are loaded
-    while the queue is empty.
+    while the queue is empty. ``max_running`` counts every running run of the store, the CLI's
+    included: a worker takes nothing while that many run.
     """
     parent_pid = os.getppid()
     if num_threads:
@@ -291,7 +295,7 @@ def worker_main(
     waiting_to_preload = list(preload)
     while not stopping():
         try:
-            run_id = store.claim_next_run(os.getpid())
+            run_id = store.claim_next_run(os.getpid(), max_running)
         except Exception as error:  # a briefly unreadable store: try again shortly
             log.warning("worker %d could not read the queue: %s", worker_slot, one_line_error(error))
             run_id = None
