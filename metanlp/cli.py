@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the frozen encoder's sentence embeddings in FILE between bench commands (read if it exists, "
         "written at the end); refused if it was made by another encoder",
     )
+    from metanlp.bench.studies import add_study_parsers
+
+    add_study_parsers(bench)  # 'bench STUDY [options]' runs one study; bare 'bench' the grid above
     return parser
 
 
@@ -356,8 +359,9 @@ def create_run_when_a_slot_is_free(store, config: RunConfig, name: str, pid: int
     Dashboard and CLI runs share one limit (``METANLP_MAX_CONCURRENT``, else 1 on a CPU, 2 with a
     GPU): a CLI run waits here, saying so once, while runs of dead processes are marked failed.
     """
-    from metanlp.runs.manager import default_max_concurrent, fail_orphaned_runs
+    from metanlp.runs.manager import default_max_concurrent
     from metanlp.runs.queue import RunSlotsBusy
+    from metanlp.runs.supervisor import fail_orphaned_runs
 
     limit = default_max_concurrent()
     said = False
@@ -380,12 +384,14 @@ def command_train(args: argparse.Namespace) -> int:
 
     from metanlp.runs import RunStore, check_run_config, execute_run
     from metanlp.runs.manager import check_run_data
+    from metanlp.runs.supervisor import ensure_supervisor
 
     config = check_run_config(config_from_args(args, args.steps))
     dataset, warnings = load_and_announce(config)
     check_run_data(config, (dataset, warnings))  # a bad file or an impossible task: exit 2, and no run is stored
     store = RunStore(args.runs_dir)
     run_id = create_run_when_a_slot_is_free(store, config, args.name, os.getpid())
+    ensure_supervisor(store.root)  # marks the run failed at once should this process be killed
     print(f"run {run_id} in {store.root}", file=sys.stderr)
     progress = ProgressPrinter(not args.no_progress, already_said=said_up_front(config, dataset, warnings))
     try:
@@ -564,7 +570,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "study_run", None) or COMMANDS[args.command])(args)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ import torch
 
 # One thread per process: the browser test runs a server and a worker beside pytest on 2 cores.
 torch.set_num_threads(int(os.environ.get("METANLP_TEST_THREADS", "1")))
+# No detached supervisor processes outliving the tests; tests/test_supervisor.py turns it on where it is the subject.
+os.environ["METANLP_SUPERVISOR"] = "0"
 
 TINY_ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "feedforward_size": 64, "max_length": 24}
 

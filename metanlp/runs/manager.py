@@ -31,8 +31,9 @@ from metanlp.encoders import check_encoder_options
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError, build_options
 from metanlp.methods.registry import get_method_class
-from metanlp.runs.processes import describe_exit, process_alive
+from metanlp.runs.processes import describe_exit
 from metanlp.runs.store import FINISHED_STATUSES, RunStore
+from metanlp.runs.supervisor import ensure_supervisor, fail_orphaned_runs
 from metanlp.runs.worker import SHUTDOWN_MESSAGE, worker_main
 
 log = logging.getLogger("metanlp.runs")
@@ -41,10 +42,6 @@ MAX_CONCURRENT_ENV = "METANLP_MAX_CONCURRENT"
 MONITOR_SECONDS = 0.5
 DELETE_WAIT_SECONDS = 3.0
 EARLY_DEATH_SECONDS = 30.0
-ORPHAN_MESSAGE = (
-    "The process running this run (pid {pid}) is gone, probably because the app was restarted or the "
-    "process was killed; metrics recorded until then are kept."
-)
 PRELOAD_ENV = "METANLP_PRELOAD_ENCODERS"  # comma-separated encoder names; empty: preload nothing
 
 
@@ -113,22 +110,6 @@ def check_run_data(config: RunConfig, loaded: tuple[TextDataset, list[str]] | No
     for split in splits:
         make_sampler(dataset, split, config, seed=config.seed)  # raises DataError naming the constraint
     return warnings
-
-
-def fail_orphaned_runs(store: RunStore, own_pids: set[int] | frozenset[int] = frozenset()) -> list[str]:
-    """Mark failed every ``running`` run whose process is gone (metrics kept); returns their ids.
-
-    ``own_pids``: processes the caller watches itself (its workers), skipped here.
-    """
-    failed = []
-    for record in store.list_runs(statuses=("running",)):
-        if record.worker_pid in own_pids:
-            continue
-        if not process_alive(record.worker_pid, store.worker_fingerprint(record.id)):
-            message = ORPHAN_MESSAGE.format(pid=record.worker_pid)
-            store.finish_run(record.id, "failed", message, worker_pid=record.worker_pid)
-            failed.append(record.id)
-    return failed
 
 
 _MAIN_MODULE_LOCK = threading.Lock()
@@ -334,6 +315,15 @@ class RunManager:
                 if record.worker_pid == worker.process.pid:
                     self.store.finish_run(record.id, "failed", SHUTDOWN_MESSAGE, worker_pid=worker.process.pid)
         self._workers.clear()
+        self._hand_over_queue()
+
+    def _hand_over_queue(self) -> None:
+        """Runs still queued when this manager stops are run by the folder's supervisor meanwhile."""
+        try:
+            if self.store.list_runs(statuses=("queued",)):
+                ensure_supervisor(self.store.root)
+        except Exception:  # noqa: BLE001 - shutting down: a store fault here must not hide the real exit
+            log.exception("could not hand the queue over to a supervisor")
 
     def __enter__(self) -> RunManager:
         return self
