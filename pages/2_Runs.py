@@ -28,6 +28,7 @@ from metanlp.dashboard.store_fault import guard_store
 from metanlp.dashboard.text import plain_markdown
 from metanlp.dashboard.widgets import WRAP_TAGS, run_filter_form, runs_table_columns, text_row_height
 from metanlp.engine.config import NO_META_TRAINING
+from metanlp.runs.resume import RETRYABLE_STATUSES, retry_link, saved_step
 
 st.title("Runs")
 
@@ -74,6 +75,21 @@ smoothing = int(
 )
 
 
+def retry_buttons(record, retry_slot, resume_slot) -> None:
+    """Retry a failed or cancelled run as a new run, from scratch or from its last checkpoint."""
+    step = saved_step(store, record.id)
+    new_run = None
+    if retry_slot.button("Retry", key=f"retry_{record.id}", disabled=not can_change,
+                         help="Queue a new run with the same settings, from the start."):
+        new_run = manager.retry(record.id)
+    if step and resume_slot.button(f"Resume at step {step}", key=f"resume_{record.id}", disabled=not can_change,
+                                   help="Queue a new run that starts from this run's last checkpoint."):
+        new_run = manager.retry(record.id, resume=True)
+    if new_run:
+        st.query_params["run"] = new_run  # show the new run (the page follows a link's run once)
+        st.rerun(scope="app")
+
+
 def run_panel(record, metrics) -> None:
     """Status, progress, result and the run's buttons."""
     progress = run_progress(record, train_seconds=training_seconds(metrics))
@@ -104,8 +120,12 @@ def run_panel(record, metrics) -> None:
                     help="Parameters meta-training changed that can change a prediction on a new task; "
                     "0 means this run was a per-task baseline (no meta-training in this configuration).",
                 )
+        link = retry_link(store, record.id)
+        if link.get("retry_of"):
+            resumed = f", resumed from its checkpoint at step {link['step']}" if link.get("step") else ""
+            st.caption(f"Retry of run `{link['retry_of']}`{resumed}.")
         st.caption(f"Running time: {format_duration(record.duration())}")
-        buttons = st.columns(4)
+        buttons = st.columns(5)
         buttons[0].download_button(
             "Metrics (CSV)", metrics_csv(metrics), file_name=f"run_{record.id}_metrics.csv",
             mime="text/csv", on_click="ignore", key=f"csv_{record.id}",
@@ -117,7 +137,9 @@ def run_panel(record, metrics) -> None:
         if record.is_active and buttons[2].button("Cancel", key=f"cancel_{record.id}", disabled=not can_change):
             manager.cancel(record.id)
             st.rerun(scope="app")
-        if buttons[3].button("Delete", key=f"delete_{record.id}", disabled=not can_change):
+        if record.status in RETRYABLE_STATUSES:
+            retry_buttons(record, buttons[2], buttons[3])
+        if buttons[4].button("Delete", key=f"delete_{record.id}", disabled=not can_change):
             manager.delete(record.id)
             forget_tags(store.root, [record.id])
             st.rerun(scope="app")

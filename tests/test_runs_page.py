@@ -188,3 +188,21 @@ def test_on_an_open_network_without_a_token_runs_cannot_be_tagged_or_deleted(run
         streamlit_config.set_option("server.address", before)
     assert_no_exception(app)
     assert all(button(app, label).disabled for label in ("Add tag", "Remove tag", "Delete 1 run(s)…"))
+
+
+def test_a_failed_run_can_be_retried_from_the_page(runs_dir):
+    from metanlp.runs.resume import retry_link
+
+    run_id = add_failed_run(runs_dir)
+    app = page_test("runs")
+    app.query_params["run"] = [run_id]
+    app.run()
+    assert_no_exception(app)
+    assert not [element for element in app.button if element.label.startswith("Resume at step")]  # nothing saved
+    button(app, "Retry").click().run()
+    assert_no_exception(app)
+    store = RunStore(runs_dir)
+    retries = [record for record in store.list_runs() if record.id != run_id]
+    assert len(retries) == 1 and retries[0].name == "broken run (retry)"
+    assert retry_link(store, retries[0].id) == {"retry_of": run_id}
+    assert f"Retry of run {run_id}" in shown_text(app).replace("`", "")  # the page now shows the new run

@@ -155,8 +155,25 @@ def load_method(folder: str | Path, device: torch.device | str = "cpu", owner: s
     try:
         encoder = encoder_from_config(description["encoder"])
         method = create_method(description["method"], encoder, description["options"])
-        method.load_extra_state_config(description.get("extra", {}))
     except (ValueError, TypeError, KeyError) as error:  # ConfigError, OptionError and DataError are ValueErrors
+        raise CheckpointError(folder, f"{DESCRIPTION_FILE} describes a method that cannot be built: {error}", owner) from error
+    _restore(method, folder, description, state, owner)
+    return method.to(device)
+
+
+def restore_state(method: Method, folder: str | Path, owner: str | None = None) -> Method:
+    """Put a checkpoint's learned state into ``method``, built already with the same settings (resuming a run)."""
+    folder = Path(folder)
+    description = read_description(folder, owner)
+    if description["method"] != method.card.name:
+        raise CheckpointError(folder, f"it holds a {description['method']} model, not {method.card.name}", owner)
+    return _restore(method, folder, description, read_weights(folder, description, owner), owner)
+
+
+def _restore(method: Method, folder: Path, description: dict, state: dict[str, torch.Tensor], owner: str | None) -> Method:
+    try:
+        method.load_extra_state_config(description.get("extra", {}))
+    except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(folder, f"{DESCRIPTION_FILE} describes a method that cannot be built: {error}", owner) from error
     strict = description.get("encoder_weights") != "pretrained"
     try:
@@ -167,7 +184,7 @@ def load_method(folder: str | Path, device: torch.device | str = "cpu", owner: s
         raise CheckpointError(
             folder, f"{WEIGHTS_FILE} does not fit the method: missing {missing[:5]}, unexpected {unexpected[:5]}", owner
         )
-    return method.to(device)
+    return method
 
 
 def _first_line(error: BaseException) -> str:

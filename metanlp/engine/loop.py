@@ -99,14 +99,16 @@ def train_loop(
     checkpoint_steps: Collection[int] = (),
     save_checkpoint: Callable[[int], None] | None = None,
     started: float | None = None,
+    first_step: int = 1,
 ) -> LoopResult:
-    """Call ``step_fn(1) … step_fn(steps)``, streaming events; the only training loop in metanlp.
+    """Call ``step_fn(first_step) … step_fn(steps)``, streaming events; the only training loop in metanlp.
 
     ``should_stop`` is asked before every step: once it is true no further step runs and the
     result says ``stopped`` (the caller decides whether that is an error). ``validate_fn`` runs
     after every ``validate_every``-th step; ``snapshot_fn`` (attention) at ``snapshot_steps``;
     ``save_checkpoint(step)`` at ``checkpoint_steps`` and after the last step done, finished or
     stopped. ``started`` (a ``time.perf_counter()`` value) is where ``elapsed`` counts from.
+    ``first_step`` > 1 continues a run resumed from a checkpoint at step ``first_step - 1``.
     """
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -114,7 +116,7 @@ def train_loop(
     result = LoopResult()
     snapshots = set(snapshot_steps) if snapshot_fn is not None else set()
     checkpoints = set(checkpoint_steps) if save_checkpoint is not None else set()
-    saved_at = 0
+    saved_at = first_step - 1
 
     def record(event: dict) -> None:
         result.history.append(event)
@@ -128,7 +130,7 @@ def train_loop(
 
     if 0 in snapshots:
         emit({"event": "attention", "phase": phase, "step": 0, **snapshot_fn()})
-    for step in range(1, steps + 1):
+    for step in range(first_step, steps + 1):
         if stop():
             result.stopped = True
             break

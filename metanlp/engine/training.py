@@ -33,6 +33,7 @@ from metanlp.device import precision_context, resolve_device
 from metanlp.encoders import Encoder, build_encoder
 from metanlp.encoders.cache import share_cache, shared_cache
 from metanlp.engine.auxiliary import check_auxiliary_names, supply_auxiliary_data
+from metanlp.engine.checkpoint import restore_state
 from metanlp.engine.config import NO_META_TRAINING, ConfigError, RunConfig
 from metanlp.engine.loop import attention_snapshot, seed_everything, train_loop
 from metanlp.evaluation import EvaluationResult, evaluate
@@ -50,6 +51,18 @@ NO_META_TRAINING_MESSAGE = (
 
 class RunCancelled(Exception):
     """Raised inside a run when ``should_stop`` turns true."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Continue a run from a checkpoint saved after ``step`` meta-training steps of the same config.
+
+    The learned state comes back and the episode stream goes on where it was; optimiser moments
+    (Adam's running averages) start afresh, as they are not part of a checkpoint.
+    """
+
+    checkpoint: str
+    step: int
 
 
 @dataclass
@@ -156,8 +169,16 @@ def run_training(
     on_event: EventCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     encoder_pool: EncoderPool | None = None,
+    *,
+    save_checkpoint: Callable[[Method, int], None] | None = None,
+    checkpoint_every: int = 0,
+    resume: ResumePoint | None = None,
 ) -> RunResult:
-    """Meta-train (or train) ``config.method`` on meta-train classes, then evaluate on meta-test."""
+    """Meta-train (or train) ``config.method`` on meta-train classes, then evaluate on meta-test.
+
+    ``save_checkpoint(method, step)`` is called every ``checkpoint_every`` steps and after the last
+    step done (a run that stops early can be resumed); ``resume`` continues from such a checkpoint.
+    """
     config.validate()
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -189,6 +210,13 @@ def run_training(
     except ValueError as error:
         raise ConfigError(str(error)) from None
     method.to(device)
+    first_step = 1
+    if resume is not None and steps:
+        restore_state(method, resume.checkpoint, owner=f"the checkpoint to resume from ({resume.checkpoint})")
+        for _ in range(min(resume.step, steps)):  # the episodes the interrupted run had trained on
+            train_sampler.sample()
+        first_step = min(resume.step, steps) + 1
+        emit({"event": "resumed", "step": first_step - 1, "checkpoint": resume.checkpoint})
     meta_learned = method.meta_learned_parameter_count()
     if config.train_steps and not steps:
         emit({
@@ -221,7 +249,9 @@ def run_training(
         validate_every=config.eval_every if val_episodes else 0, validate_fn=validate,
         snapshot_steps=attention_steps(config.attention_every, steps) if config.attention_text else (),
         snapshot_fn=lambda: attention_snapshot(method.encoder, config.attention_text),
-        started=started,
+        checkpoint_steps=range(checkpoint_every, steps + 1, checkpoint_every) if checkpoint_every else (),
+        save_checkpoint=(lambda step: save_checkpoint(method, step)) if save_checkpoint else None,
+        started=started, first_step=first_step,
     )
     if loop.stopped:
         raise RunCancelled("run cancelled")

@@ -32,6 +32,7 @@ from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods.options import OptionError, build_options
 from metanlp.methods.registry import get_method_class
 from metanlp.runs.processes import describe_exit
+from metanlp.runs.resume import retry_run
 from metanlp.runs.store import FINISHED_STATUSES, RunStore
 from metanlp.runs.supervisor import ensure_supervisor, fail_orphaned_runs
 from metanlp.runs.worker import SHUTDOWN_MESSAGE, worker_main
@@ -199,6 +200,12 @@ class RunManager:
         run_id = self.store.create_run(config, name)
         self.poll()
         return run_id
+
+    def retry(self, run_id: str, resume: bool = False) -> str:
+        """Queue a failed or cancelled run again as a new run (from its last checkpoint with ``resume``)."""
+        run = retry_run(self.store, run_id, resume)
+        self.poll()
+        return run
 
     def cancel(self, run_id: str) -> None:
         """Queued runs are cancelled at once; running ones stop at their next step (well under 2 s)."""

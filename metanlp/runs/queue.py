@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from metanlp.engine.config import RunConfig
@@ -86,13 +87,19 @@ class RunQueue(StoreRoom):
     """Run rows and their lifecycle: queued → running → done / failed / cancelled."""
 
     def create_run(
-        self, config: RunConfig, name: str = "", claimed_by: int | None = None, max_running: int | None = None
+        self,
+        config: RunConfig,
+        name: str = "",
+        claimed_by: int | None = None,
+        max_running: int | None = None,
+        files: dict[str, str] | None = None,
     ) -> str:
         """Queue a run and return its id.
 
         ``claimed_by`` (a pid) creates it already "running" in that process, so no worker can
         take it: the CLI uses this before calling ``execute_run`` itself. With ``max_running``,
         that happens only while fewer runs are running (else ``RunSlotsBusy``, nothing created).
+        ``files`` ({plain file name: text}) are written into the run's folder before it is queued.
         """
         config_dict = config.to_dict()
         display_name = clean_name(name) or clean_name(config.name) or default_run_name(config)
@@ -109,6 +116,10 @@ class RunQueue(StoreRoom):
                 with self.database.faults():
                     folder.mkdir(parents=True)
                     (folder / "config.json").write_text(json.dumps(config_dict, indent=2), encoding="utf-8")
+                    for file_name, text in (files or {}).items():
+                        if Path(file_name).name != file_name or file_name in ("", ".", ".."):
+                            raise ValueError(f"not a plain file name: {file_name!r}")
+                        (folder / file_name).write_text(text, encoding="utf-8")
                 with self.database.write() as connection:
                     if claimed_by is not None and max_running is not None:
                         running = _running_count(connection)

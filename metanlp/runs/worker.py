@@ -26,6 +26,7 @@ from metanlp.engine.checkpoint import save_method
 from metanlp.engine.config import ConfigError
 from metanlp.methods.options import OptionError
 from metanlp.runs.prompt_stop import PromptStop
+from metanlp.runs.resume import checkpoint_every, drop_partial, partial_saver, resume_point
 from metanlp.runs.store import RunNotFound, RunStore
 
 log = logging.getLogger("metanlp.runs")
@@ -182,10 +183,15 @@ def execute_run(
     try:
         config = RunConfig.from_dict(record.config)
         with PromptStop(stop):  # a long step cannot hold up a cancel: stopped within about a second
-            result = run_training(config, on_event=record_event, should_stop=stop, encoder_pool=encoder_pool)
+            result = run_training(
+                config, on_event=record_event, should_stop=stop, encoder_pool=encoder_pool,
+                save_checkpoint=partial_saver(store, run_id),
+                checkpoint_every=checkpoint_every(config.train_steps), resume=resume_point(store, run_id),
+            )
         writer.close()
         if not writer.run_deleted:
             save_method(result.method, store.checkpoint_dir(run_id), name=record.name)
+            drop_partial(store, run_id)  # the final checkpoint supersedes it
             if result.evaluation is not None:
                 evaluation = result.evaluation
                 store.set_evaluation(run_id, result.evaluation_summary(), evaluation.per_episode)
