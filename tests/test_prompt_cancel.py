@@ -112,3 +112,27 @@ def test_cli_train_waits_for_a_free_slot_then_runs(tmp_path):
     finally:
         holder.kill()
         cli.kill()
+
+
+def test_a_final_status_that_cannot_be_written_is_retried_until_the_store_takes_it(tmp_path, monkeypatch, caplog):
+    """A full disk at the end of a run must not leave it ``running``: the worker retries until it is written."""
+    from metanlp.runs import worker
+    from metanlp.runs.faults import StoreError
+
+    monkeypatch.setattr(worker, "FINAL_STATUS_FIRST_WAIT", 0.01)
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run(tiny_config(train_steps=2), claimed_by=os.getpid())
+    real_finish = RunStore.finish_run
+    failures = {"left": 3}
+
+    def disk_full_three_times(self, *args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreError("database or disk is full", "disk_full", self.root, self.root)
+        return real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunStore, "finish_run", disk_full_three_times)
+    with caplog.at_level("WARNING", logger="metanlp.runs"):
+        assert execute_run(store, run_id) == "done"
+    assert failures["left"] == 0 and store.get_run(run_id).status == "done"
+    assert "could not be written" in caplog.text and "after 3 retries" in caplog.text

@@ -13,6 +13,7 @@ to one per runs folder. ``METANLP_SUPERVISOR=0`` turns it off.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from metanlp.runs.processes import process_alive
 from metanlp.runs.store import RunStore
+
+log = logging.getLogger("metanlp.runs")
 
 LOCK_NAME = "supervisor.lock"
 LOG_NAME = "supervisor.log"
@@ -124,9 +127,14 @@ def supervise(root: str | Path, idle_exit: float | None = None, poll: float = PO
         try:
             while True:
                 own = {info.pid for info in manager.workers() if info.pid} if manager else set()
-                fail_orphaned_runs(store, own)
-                queued = store.list_runs(statuses=("queued",))
-                running = store.list_runs(statuses=("running",))
+                try:
+                    fail_orphaned_runs(store, own)
+                    queued = store.list_runs(statuses=("queued",))
+                    running = store.list_runs(statuses=("running",))
+                except Exception as error:  # noqa: BLE001 - a full disk or a lock: keep watching, retry soon
+                    log.warning("supervisor: the store could not be read or written: %s", error)
+                    time.sleep(poll)
+                    continue
                 if queued and manager is None:
                     manager = RunManager(store)  # its workers take queued runs under the machine-wide limit
                 if queued or running:

@@ -37,6 +37,8 @@ MAX_BUFFERED_EVENTS = 500
 CANCEL_CHECK_SECONDS = 0.2  # how often a run reads its cancel flag (a long step is interrupted: prompt_stop.py)
 SHUTDOWN_MESSAGE = "Interrupted: the app shut down while this run was running."
 MAX_ERROR_LENGTH = 500
+FINAL_STATUS_FIRST_WAIT = 0.5  # seconds before the first retry of a final status that could not be written
+FINAL_STATUS_MAX_WAIT = 10.0
 
 
 class EventWriter:
@@ -210,11 +212,52 @@ def execute_run(
         writer.run_deleted = True
     except Exception as exception:
         status, error, details = "failed", one_line_error(exception), traceback.format_exc()
-    _finish(store, run_id, writer, status, error, details)
+    _finish(store, run_id, writer, status, error, details, shutting_down or (lambda: False))
     return "deleted" if writer.run_deleted else status
 
 
-def _finish(store: RunStore, run_id: str, writer: EventWriter, status: str, error: str | None, details: str | None) -> None:
+def record_final_status(
+    store: RunStore,
+    run_id: str,
+    status: str,
+    error: str | None,
+    details: str | None,
+    give_up: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Write the run's final status, retrying while the store cannot be written (a full disk, a lock).
+
+    A run must never stay ``running`` because its last write failed: this waits (0.5, 1, 2 … 10 s
+    between tries) until the store is writable again, unless ``give_up()`` (the worker is shutting
+    down; the manager then marks the run). Returns whether it was written.
+    """
+    attempt = 0
+    while True:
+        try:
+            store.finish_run(run_id, status, error, details, worker_pid=os.getpid())
+            if attempt:
+                log.warning("run %s: final status '%s' written after %d retries", run_id, status, attempt)
+            return True
+        except RunNotFound:
+            return False  # deleted meanwhile: nothing to mark
+        except Exception as exception:  # noqa: BLE001 - StoreError, sqlite3 and OS errors alike: wait and retry
+            if attempt == 0:
+                log.warning("run %s: its final status '%s' could not be written (%s); retrying until the store "
+                            "is writable", run_id, status, one_line_error(exception))
+            if give_up():
+                return False
+            time.sleep(min(FINAL_STATUS_MAX_WAIT, FINAL_STATUS_FIRST_WAIT * 2**attempt))
+            attempt += 1
+
+
+def _finish(
+    store: RunStore,
+    run_id: str,
+    writer: EventWriter,
+    status: str,
+    error: str | None,
+    details: str | None,
+    give_up: Callable[[], bool] = lambda: False,
+) -> None:
     try:
         writer.close()
     except Exception as exception:  # the metrics could not be written: the run cannot count as done
@@ -224,7 +267,7 @@ def _finish(store: RunStore, run_id: str, writer: EventWriter, status: str, erro
         # Deleted while running: make sure nothing we wrote (e.g. a checkpoint) is left behind.
         shutil.rmtree(store.run_dir(run_id), ignore_errors=True)
     else:
-        store.finish_run(run_id, status, error, details, worker_pid=os.getpid())
+        record_final_status(store, run_id, status, error, details, give_up)
     _release_memory()
 
 
