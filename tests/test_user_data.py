@@ -304,3 +304,28 @@ def test_head_and_tail_markers_are_inserted(tmp_path):
 def test_missing_head_column_is_reported(tmp_path):
     message = error_message(tmp_path, "rel.csv", make_csv(6, 2), head_column="subject")
     assert "head entity column named 'subject'" in message
+
+
+def test_a_file_with_too_many_rows_is_refused_while_it_is_read(tmp_path, monkeypatch):
+    """A million short rows (11 MB) is refused with a clear message before it costs the server a gigabyte."""
+    import time
+
+    from metanlp.data import file_reading
+
+    big = tmp_path / "big.csv"
+    big.write_text("text,label\n" + "".join(f"sentence {i},class{i % 7}\n" for i in range(1_000_000)))
+    started = time.monotonic()
+    with pytest.raises(DataError, match="more than 200,000 rows"):
+        load_user_dataset(big)
+    assert time.monotonic() - started < 20
+    monkeypatch.setattr(file_reading, "MAX_ROWS", 30)
+    rows = "".join(f"sentence {i},class{i % 3}\n" for i in range(30))
+    (tmp_path / "ok.csv").write_text("text,label\n" + rows)
+    assert len(load_user_dataset(tmp_path / "ok.csv")[0].examples) == 30  # exactly the limit is fine
+    (tmp_path / "over.csv").write_text("text,label\n" + rows + "one more,class0\n")
+    lines = "".join(json.dumps({"text": f"sentence {i}", "label": f"c{i % 3}"}) + "\n" for i in range(31))
+    (tmp_path / "over.jsonl").write_text(lines)
+    (tmp_path / "over.json").write_text(json.dumps([{"text": f"s {i}", "label": f"c{i % 3}"} for i in range(31)]))
+    for name in ("over.csv", "over.jsonl", "over.json"):
+        with pytest.raises(DataError, match="more than 30 rows"):
+            load_user_dataset(tmp_path / name)

@@ -18,6 +18,10 @@ from metanlp.data.errors import DataError
 from metanlp.data.messages import listing
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+#: Rows a user file may have. Few-shot episodes draw a handful of examples per class; a file of
+#: millions of short rows would cost the server a gigabyte and a minute before any run, so it is
+#: refused while it is read, as soon as the row after the limit appears.
+MAX_ROWS = 200_000
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -137,6 +141,7 @@ def _parse_csv(text: str, display_name: str, file_format: str) -> Table:
                     f"Line {line} of {display_name} has {len(fields)} fields but the header has {len(header)} "
                     f"({', '.join(header)}). {quoting_hint}"
                 )
+            _check_row_count(len(rows), display_name)
             rows.append(Row(line, dict(zip(header, fields, strict=True))))
     except csv.Error as error:
         raise DataError(
@@ -145,6 +150,15 @@ def _parse_csv(text: str, display_name: str, file_format: str) -> Table:
     if header is None:
         raise DataError(f"The file {display_name} is empty.")
     return Table(columns=header, rows=rows, unit="line")
+
+
+def _check_row_count(rows_so_far: int, display_name: str) -> None:
+    """Refuse a file once it has more data rows than ``MAX_ROWS`` (called before adding each row)."""
+    if rows_so_far >= MAX_ROWS:
+        raise DataError(
+            f"The file {display_name} has more than {MAX_ROWS:,} rows. Few-shot episodes need only a handful of "
+            "examples per class: keep a sample (e.g. at most a few hundred rows per class) and try again."
+        )
 
 
 def _check_header(header: list[str], display_name: str) -> None:
@@ -165,12 +179,15 @@ def _parse_json(text: str, display_name: str) -> Table:
             raise DataError(
                 f"The file {display_name} is not valid JSON: {error.msg} at line {error.lineno}."
             ) from None
+        if isinstance(records, list) and len(records) > MAX_ROWS:
+            _check_row_count(len(records), display_name)
         numbered, unit = list(enumerate(records, start=1)), "record"
     else:
         numbered, unit = [], "line"
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            _check_row_count(len(numbered), display_name)
             try:
                 numbered.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
