@@ -8,6 +8,7 @@ import streamlit as st
 
 from metanlp.dashboard import state
 from metanlp.dashboard.access import write_access
+from metanlp.dashboard.estimate import describe_estimate, estimate_run_time
 from metanlp.dashboard.forms import (
     GENERAL,
     UPLOAD_EXTENSIONS,
@@ -31,6 +32,7 @@ from metanlp.methods import OptionError, get_method_class, method_cards, would_m
 from metanlp.runs.store import StoreError
 
 FOLDED_FIELDS = ("eval_every", "val_episodes", "eval_seed", "attention_text")  # inside "More settings"
+ESTIMATE_HISTORY = 500  # newest finished runs the time estimate reads
 BUILT_IN, UPLOADED = "Built-in dataset", "Upload a CSV / JSONL file"
 ENCODERS = {"minilm": "Pretrained MiniLM", "scratch": "From scratch (random init)"}
 
@@ -224,8 +226,16 @@ folded = [field for field in result.errors if field.startswith("option:") or fie
 if folded:
     st.warning("Some settings inside 'Method options' or 'More settings' need fixing; open them to see why.")
 ready = result.ok and dataset is not None  # an upload must have been read and accepted
-if result.ok and meta_learns(values["method"], json.dumps(values["method_options"], sort_keys=True),
-                             values["encoder"]) is False:
+will_meta_learn = (
+    meta_learns(values["method"], json.dumps(values["method_options"], sort_keys=True), values["encoder"])
+    if result.ok else None
+)
+if result.ok:
+    finished_runs = manager.store.list_runs(limit=ESTIMATE_HISTORY, statuses=("done",))
+    st.caption(describe_estimate(estimate_run_time(result.config, finished_runs, will_meta_learn)),
+               help="From the seconds per step and per test episode of finished runs with the same method, encoder "
+               "and options, scaled to this run's steps, episodes and episode size.")
+if will_meta_learn is False:
     st.info(
         f"**{NO_META_TRAINING.capitalize()}.** {card.title} has no parameter here that meta-training could "
         "change and that changes a prediction (e.g. a frozen pretrained encoder and a per-task head), so the "
