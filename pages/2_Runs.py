@@ -9,6 +9,7 @@ from metanlp.dashboard.run_view import (
     STATUS_ICONS,
     change_tags,
     clean_run_ids,
+    config_diff,
     config_json,
     filter_runs,
     forget_tags,
@@ -21,6 +22,7 @@ from metanlp.dashboard.run_view import (
     run_label,
     run_progress,
     run_title,
+    runs_metrics_csv,
     runs_table,
     training_seconds,
 )
@@ -176,8 +178,25 @@ def live_view(run_ids: list[str], interval: float | None) -> None:
         st.caption(f"{NO_META_TRAINING.capitalize()}: no training curve to draw (see below).")
     else:
         st.caption(no_curve_message(shown))
+    if len(shown) > 1:
+        compare_runs(shown, metrics)
     for record in shown:
         run_panel(record, metrics[record.id])
+
+
+def compare_runs(shown: list, metrics: dict) -> None:
+    """What differs between the shown runs' settings (a diff), and all their metrics in one file."""
+    with st.expander(f"Compare the settings of these {len(shown)} runs", icon=":material/difference:", expanded=True):
+        diff = config_diff(shown)
+        if diff.empty:
+            st.caption("Their settings are the same (method options with defaults filled in).")
+        else:
+            st.caption("Only the settings that differ; method options with their defaults filled in.")
+            st.dataframe(diff, hide_index=True, width="stretch")
+        st.download_button(
+            "Metrics of these runs (one CSV)", runs_metrics_csv(shown, metrics), file_name="runs_metrics.csv",
+            mime="text/csv", on_click="ignore", key="bulk_metrics_csv",
+        )
     if interval is not None and refresh_seconds(shown) != interval:
         st.rerun(scope="app")  # finished, or no longer new: one full rerun sets the new pace
 

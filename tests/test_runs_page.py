@@ -206,3 +206,29 @@ def test_a_failed_run_can_be_retried_from_the_page(runs_dir):
     assert len(retries) == 1 and retries[0].name == "broken run (retry)"
     assert retry_link(store, retries[0].id) == {"retry_of": run_id}
     assert f"Retry of run {run_id}" in shown_text(app).replace("`", "")  # the page now shows the new run
+
+
+def test_two_runs_are_compared_by_the_settings_that_differ(runs_dir):
+    from metanlp.dashboard.run_view import config_diff, runs_metrics_csv
+
+    store = RunStore(runs_dir)
+    base = dict(method="protonet", encoder="scratch", encoder_options=TINY_SCRATCH, train_steps=3)
+    first = store.create_run(RunConfig(**base), name="first")
+    second = store.create_run(RunConfig(**base, k_shot=5, method_options={"distance": "cosine", "lr": 0.0001}),
+                              name="second")
+    records = [store.get_run(first), store.get_run(second)]
+    diff = config_diff(records).set_index("setting")
+    assert set(diff.index) == {"k_shot", "option: distance"}  # lr=1e-4 is the default: not a difference
+    assert list(diff.loc["option: distance"]) == ["euclidean", "cosine"]
+    for run_id in (first, second):
+        store.add_events(run_id, [{"event": "step", "phase": "train", "step": 1, "support_loss": 1.0,
+                                   "query_loss": 1.5, "query_accuracy": 0.4}])
+    exported = runs_metrics_csv(records, {run_id: store.metrics(run_id) for run_id in (first, second)}).decode()
+    assert exported.splitlines()[0].startswith("run_id,run_name,") and f"{second},second," in exported
+
+    app = page_test("runs")
+    app.query_params["run"] = [first, second]
+    app.run()
+    assert_no_exception(app)
+    shown = [frame.value for frame in app.dataframe]
+    assert any(list(frame["setting"]) == ["k_shot", "option: distance"] for frame in shown if "setting" in frame)

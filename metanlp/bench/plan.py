@@ -17,6 +17,7 @@ from metanlp.data.registry import dataset_split_ids
 from metanlp.engine.config import ConfigError, RunConfig
 from metanlp.methods import default_options, get_method_class, method_names
 from metanlp.methods.options import build_options
+from metanlp.methods.registry import resolved_options
 
 BENCH_PREFIX = "bench:"  # run-store names of bench cells start with this
 DEFAULT_DATASETS = ("clinc150", "banking77", "huffpost", "fewrel")
@@ -182,7 +183,7 @@ def bench_configs(settings: BenchSettings) -> list[RunConfig]:
 
 def resolved_method_options(method: str, options: dict) -> dict:
     """Every option value the method will use, defaults included."""
-    return dataclasses.asdict(build_options(get_method_class(method).Options, options))
+    return resolved_options(method, options)
 
 
 def _key_data(config: RunConfig) -> dict:

@@ -8,13 +8,11 @@ configuration never run here gets no number, only what is known to be slow.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from dataclasses import dataclass
 
 from metanlp.engine.config import RunConfig
-from metanlp.methods.options import build_options
-from metanlp.methods.registry import get_method_class
+from metanlp.methods.registry import resolved_options
 from metanlp.runs.queue import RunRecord
 
 PRETRAINED_ENCODERS = ("minilm",)
@@ -39,10 +37,10 @@ def sentences_per_episode(config: RunConfig) -> int:
     return config.n_way * (config.k_shot + config.n_query)
 
 
-def resolved_options(config: RunConfig) -> dict | None:
+def resolved_config_options(config: RunConfig) -> dict | None:
     """Every option value the method will use, defaults included (None if they no longer validate)."""
     try:
-        return dataclasses.asdict(build_options(get_method_class(config.method).Options, config.method_options))
+        return resolved_options(config.method, config.method_options)
     except ValueError:
         return None
 
@@ -53,8 +51,8 @@ def comparable(config: RunConfig, other: RunConfig) -> bool:
         config.method, config.encoder, config.encoder_options, config.device
     ):
         return False
-    options = resolved_options(config)
-    return options is not None and options == resolved_options(other)
+    options = resolved_config_options(config)
+    return options is not None and options == resolved_config_options(other)
 
 
 def run_cost(record: RunRecord) -> RunCost | None:

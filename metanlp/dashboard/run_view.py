@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from metanlp.bench.plan import BENCH_PREFIX
+from metanlp.methods.registry import resolved_options
 
 ACTIVE_STATUSES = ("queued", "running")
 STATUS_ICONS = {  # Material Symbols, bundled with Streamlit (emoji fonts may be missing offline)
@@ -294,6 +295,64 @@ def forget_tags(root: str | Path, run_ids: Sequence[str]) -> None:
 
 def metrics_csv(metrics: pd.DataFrame) -> bytes:
     return metrics.to_csv(index=False).encode("utf-8")
+
+
+#: Run settings a comparison leaves out: they do not change what is learned or how it is scored.
+NOT_COMPARED = ("name", "attention_text", "attention_every", "episodes_file", "device")
+
+
+def flat_settings(record) -> dict[str, object]:
+    """A run's settings as one flat mapping: run settings, then every method option (defaults filled in)."""
+    config = dict(record.config)
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if key in NOT_COMPARED or key.endswith("_options"):
+            continue
+        flat[key] = value
+    try:
+        options = resolved_options(config.get("method", ""), config.get("method_options") or {})
+    except ValueError:  # an old run whose options no longer validate: compare them as given
+        options = dict(config.get("method_options") or {})
+    for prefix, values in (("option", options), ("encoder option", config.get("encoder_options") or {}),
+                           ("data option", config.get("data_options") or {})):
+        for key, value in sorted(values.items()):
+            flat[f"{prefix}: {key}"] = value
+    return flat
+
+
+def config_diff(records: Sequence) -> pd.DataFrame:
+    """The settings that differ between runs: one row per setting, one column per run (its label).
+
+    A setting one run has and another lacks (e.g. an option of another method) shows as "—".
+    """
+    settings = {run_label(record): flat_settings(record) for record in records}
+    names = list(dict.fromkeys(name for flat in settings.values() for name in flat))
+    rows = []
+    for name in names:
+        values = [flat.get(name, MISSING) for flat in settings.values()]
+        if len({json.dumps(value, sort_keys=True, default=str) for value in values}) > 1:
+            rows.append({"setting": name, **{label: _shown(value) for label, value in zip(settings, values, strict=True)}})
+    return pd.DataFrame(rows, columns=["setting", *settings])
+
+
+MISSING = object()
+
+
+def _shown(value: object) -> str:
+    if value is MISSING:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def runs_metrics_csv(records: Sequence, metrics: Mapping[str, pd.DataFrame]) -> bytes:
+    """Every shown run's metrics in one CSV, each row with its run's id and name (a bulk export)."""
+    frames = [frame.assign(run_id=record.id, run_name=record.name) for record in records
+              if (frame := metrics.get(record.id)) is not None and not frame.empty]
+    if not frames:
+        return b""
+    combined = pd.concat(frames, ignore_index=True)
+    first = ["run_id", "run_name"]
+    return combined[first + [column for column in combined.columns if column not in first]].to_csv(index=False).encode()
 
 
 def config_json(record) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import pkgutil
@@ -55,9 +56,12 @@ def get_method_class(name: str) -> type[Method]:
 
 def default_options(name: str) -> dict:
     """The method's options with their defaults, as a plain dictionary."""
-    import dataclasses
-
     return dataclasses.asdict(get_method_class(name).Options())
+
+
+def resolved_options(name: str, options: dict | None) -> dict:
+    """Every option value the method will use, defaults filled in (``OptionError`` if they do not validate)."""
+    return dataclasses.asdict(build_options(get_method_class(name).Options, options))
 
 
 def create_method(name: str, encoder: Encoder, options: dict | None = None) -> Method:
