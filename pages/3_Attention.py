@@ -15,7 +15,7 @@ from metanlp.dashboard.charts import attention_heatmap, attention_pair
 from metanlp.dashboard.forms import UPLOADS_FOLDER
 from metanlp.dashboard.run_view import run_label, runs_with_checkpoint
 from metanlp.dashboard.text import plain_markdown
-from metanlp.dashboard.widgets import layer_head_selector
+from metanlp.dashboard.widgets import all_heads_grid, layer_head_selector
 from metanlp.engine.checkpoint import CheckpointError
 
 MAX_SENTENCE = 300
@@ -49,6 +49,7 @@ if record is None:
         attention_heatmap(tokens, select_map(attentions, layer, head), f"MiniLM, layer {layer + 1}"),
         key="heatmap_base",
     )
+    all_heads_grid(tokens, attentions, "MiniLM, every head", key="attention_base")
     st.stop()
 
 try:
@@ -70,6 +71,7 @@ st.plotly_chart(
     ),
     key="heatmap_before_after",
 )
+all_heads_grid(comparison.tokens, comparison.after, "Every head after training", key="attention_run")
 st.subheader("Difference (after − before)")
 if comparison.identical:
     if encoder_was_frozen(record.config):

@@ -118,3 +118,14 @@ def task_sentences(config: dict, uploads_root: str | None = None, limit: int = 1
             seen_labels.add(example.label)
             sentences.append(example.text)
     return sentences
+
+
+def grid_choice(selection: object, heads: int) -> tuple[int, int] | None:
+    """(layer, head), both 0-based, of the map clicked in ``attention_grid`` (None: nothing clicked)."""
+    points = ((selection or {}).get("selection") or {}).get("points") if isinstance(selection, dict) else None
+    if not points:
+        return None
+    curve = points[0].get("curve_number")
+    if not isinstance(curve, int) or curve < 0 or heads < 1:
+        return None
+    return divmod(curve, heads)

@@ -337,6 +337,38 @@ def attention_heatmap(
     return figure
 
 
+GRID_CELL_PX = 74  # side of one small map in the all-heads grid
+
+
+def attention_grid(tokens: Sequence[str], attentions: np.ndarray, title: str = "") -> go.Figure:
+    """Every head of every layer at a glance: a layers × heads grid of small maps (one colour scale).
+
+    Trace ``layer * heads + head`` is that head's map, so a click on one names it (``grid_choice``).
+    """
+    attentions = np.asarray(attentions, dtype=float)
+    if attentions.ndim != 4 or attentions.shape[2:] != (len(tokens), len(tokens)):
+        raise ValueError(f"attentions must be (layers, heads, {len(tokens)}, {len(tokens)}), got {attentions.shape}")
+    layers, heads = attentions.shape[:2]
+    figure = make_subplots(
+        rows=layers, cols=heads, horizontal_spacing=0.006, vertical_spacing=0.02,
+        row_titles=[f"L{layer + 1}" for layer in range(layers)],
+        column_titles=[f"H{head + 1}" for head in range(heads)],
+    )
+    top = float(attentions.max()) if attentions.size else 1.0
+    for layer in range(layers):
+        for head in range(heads):
+            trace = _heatmap_trace(tokens, attentions[layer, head], f"layer {layer + 1} head {head + 1}: attention",
+                                   colorscale="Viridis", zmin=0.0, zmax=top, showscale=False)
+            figure.add_trace(trace, row=layer + 1, col=head + 1)
+    figure.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    figure.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
+    figure.update_layout(
+        title={"text": plot_text(title)}, height=GRID_CELL_PX * layers + 80,
+        margin={"l": 10, "r": 30, "t": 70, "b": 10}, clickmode="event+select",
+    )
+    return figure
+
+
 def attention_pair(
     tokens: Sequence[str], before: np.ndarray, after: np.ndarray, titles: tuple[str, str]
 ) -> go.Figure:

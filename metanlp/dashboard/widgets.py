@@ -8,7 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from metanlp.dashboard.attention import MEAN_OVER_HEADS
+from metanlp.dashboard.attention import MEAN_OVER_HEADS, grid_choice
+from metanlp.dashboard.charts import attention_grid
 from metanlp.dashboard.forms import GENERAL, float_format, float_step
 from metanlp.dashboard.run_view import STATUS_ICONS, RunFilter, filter_values
 from metanlp.dashboard.text import plain_markdown
@@ -85,7 +86,15 @@ def text_row_height(texts: Iterable[object], chars_per_line: int = 80, max_lines
 
 
 def layer_head_selector(layers: int, heads: int, key: str) -> tuple[int, int | str]:
-    """Layer (0-based) and head (0-based, or the mean over heads) pickers side by side."""
+    """Layer (0-based) and head (0-based, or the mean over heads) pickers side by side.
+
+    A click on a map of the all-heads grid (``all_heads_grid`` with the same ``key``) picks its
+    layer and head here on the next run of the page.
+    """
+    clicked = grid_choice(st.session_state.get(f"{key}_grid"), heads)
+    if clicked is not None and clicked != st.session_state.get(f"{key}_grid_seen"):
+        st.session_state[f"{key}_grid_seen"] = clicked
+        st.session_state[f"{key}_layer"], st.session_state[f"{key}_head"] = min(clicked[0], layers - 1), clicked[1]
     left, right = st.columns(2)
     layer = left.selectbox("Layer", range(layers), index=layers - 1, format_func=lambda i: f"layer {i + 1}", key=f"{key}_layer")
     head = right.selectbox(
@@ -95,6 +104,15 @@ def layer_head_selector(layers: int, heads: int, key: str) -> tuple[int, int | s
         key=f"{key}_head",
     )
     return layer, head
+
+
+def all_heads_grid(tokens: Sequence[str], attentions, title: str, key: str) -> None:
+    """The layers × heads grid of small maps, folded; a click on one enlarges it (``layer_head_selector``)."""
+    with st.expander("All heads at a glance", icon=":material/grid_view:"):
+        st.caption("Every head of every layer (rows: layers L1…, columns: heads H1…), on one colour scale. "
+                   "Click a map to enlarge it above, or pick its layer and head there.")
+        st.plotly_chart(attention_grid(tokens, attentions, title), key=f"{key}_grid", on_select="rerun",
+                        selection_mode="points")
 
 
 def run_filter_form(records: Sequence, tags: Mapping[str, Sequence[str]], key_prefix: str) -> RunFilter:
