@@ -1,17 +1,21 @@
 """Live adaptation: type a few classes with examples, adapt in seconds, then classify new sentences."""
 
+import hashlib
 import time
+from pathlib import Path
 
 import streamlit as st
 
 from metanlp.dashboard import state
 from metanlp.dashboard.access import write_access
 from metanlp.dashboard.attention import compare_attention, initial_encoder, select_map
-from metanlp.dashboard.charts import adaptation_curve, attention_heatmap, attention_pair
+from metanlp.dashboard.charts import adaptation_curve, attention_heatmap, attention_pair, confusion_heatmap
+from metanlp.dashboard.classify_file import predictions_table, read_file_to_classify, score_predictions
 from metanlp.dashboard.forms import (
     GENERAL,
     LIVE_MAX_CLASSES,
     LIVE_MIN_CLASSES,
+    UPLOAD_EXTENSIONS,
     parse_examples,
     validate_live_classes,
 )
@@ -25,9 +29,11 @@ from metanlp.dashboard.live import (
     fresh_caption,
     fresh_methods,
     live_options,
+    load_snippet,
     probability_column,
     probability_note,
     result_summary,
+    save_adapted_model,
 )
 from metanlp.dashboard.run_view import run_label, runs_with_checkpoint
 from metanlp.dashboard.text import plain_markdown
@@ -211,6 +217,65 @@ st.dataframe(
     },
     row_height=text_row_height(table["sentence"], chars_per_line=50) if len(table) else None,
 )
+
+st.subheader("Classify a file")
+upload = st.file_uploader(
+    "A CSV, TSV or JSON Lines file with a text column; with a label column too, it is scored per class",
+    type=[extension.lstrip(".") for extension in UPLOAD_EXTENSIONS], key=state.LIVE_CLASSIFY_FILE,
+)
+if upload is not None:
+    text_column, label_column = st.columns(2)
+    chosen_text = text_column.text_input("Text column (empty: guess)", max_chars=100, key="live_file_text_column")
+    chosen_label = label_column.text_input("Label column (empty: guess)", max_chars=100, key="live_file_label_column")
+    try:
+        to_classify = read_file_to_classify(upload.getvalue(), upload.name, chosen_text.strip() or None,
+                                            chosen_label.strip() or None)
+    except DataError as error:
+        st.error(plain_markdown(error), icon=":material/warning:")
+    else:
+        for line in to_classify.notes:
+            st.caption(line)
+        cache_key = (hashlib.sha256(upload.getvalue()).hexdigest(), id(result), to_classify.text_column)
+        cached = st.session_state.get(state.LIVE_CLASSIFIED)
+        if not cached or cached[0] != cache_key:
+            with st.spinner(f"Classifying {len(to_classify.texts):,} texts…"):
+                cached = (cache_key, result.adapted.predict_proba(to_classify.texts))
+            st.session_state[state.LIVE_CLASSIFIED] = cached
+        predictions = predictions_table(to_classify.texts, cached[1], result.classes, to_classify.labels)
+        st.dataframe(predictions, hide_index=True, width="stretch",
+                     column_config={"confidence": st.column_config.NumberColumn(format="%.2f")})
+        st.download_button("Predictions (CSV)", predictions.to_csv(index=False).encode(), file_name="predictions.csv",
+                           mime="text/csv", on_click="ignore")
+        if to_classify.labels is not None:
+            scores = score_predictions(to_classify.labels, list(predictions["predicted"]), result.classes)
+            if scores.other_labels:
+                others = sorted(scores.other_labels)
+                named = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+                st.warning(plain_markdown(
+                    f"{sum(scores.other_labels.values())} rows have a label that is not one of the adapted classes "
+                    f"({named}): they are predicted but not scored."
+                ))
+            if scores.scored:
+                st.metric("Accuracy on the labelled rows", f"{100 * scores.accuracy:.1f}%",
+                          help=f"{scores.scored} rows whose label is one of the adapted classes.")
+                st.dataframe(scores.per_class, hide_index=True, width="stretch", column_config={
+                    name: st.column_config.NumberColumn(format="%.2f") for name in ("precision", "recall", "f1")
+                })
+                st.plotly_chart(confusion_heatmap(scores.confusion), key="live_confusion")
+
+st.subheader("Keep this model")
+st.caption(
+    "Saves the method's learned state (safetensors, with a checksum; a frozen pretrained encoder is not copied) "
+    "and your classes with their examples (JSON) inside the runs folder; loading adapts it again to the same "
+    "examples with the same seed, which gives the same predictions as here."
+)
+save_name = st.text_input("Name", value="-".join(result.classes)[:60], max_chars=60, key="live_save_name")
+if st.button("Save the adapted model", icon=":material/save:"):
+    st.session_state[state.LIVE_SAVED] = str(save_adapted_model(state.runs_root(), result.adapted, save_name))
+saved = st.session_state.get(state.LIVE_SAVED)
+if saved:
+    st.success(f"Saved in `{saved}`. Use it from Python:", icon=":material/check_circle:")
+    st.code(load_snippet(Path(saved), sentences), language="python")
 
 st.subheader("Attention before vs after adaptation")
 sentence = st.text_input("Sentence", value=sentences[0] if sentences else "play something relaxing", max_chars=300)

@@ -524,3 +524,19 @@ def probability_bars(classes: Sequence[str], probabilities: Sequence[float], tit
         xaxis={"range": [0, 1], "tickformat": ".0%"},
     )
     return figure
+
+
+def confusion_heatmap(confusion: pd.DataFrame) -> go.Figure:
+    """Counts of true class (rows) × predicted class (columns); the diagonal holds the right answers."""
+    true_names = [plot_text(str(name)) for name in confusion.index]
+    predicted_names = [plot_text(str(name)) for name in confusion.columns]
+    counts = confusion.to_numpy()
+    figure = go.Figure(go.Heatmap(
+        z=counts, x=predicted_names, y=true_names, colorscale="Blues", texttemplate="%{z}",
+        hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>", colorbar={"title": {"text": "rows"}},
+    ))
+    figure.update_xaxes(title_text="predicted class", side="bottom")
+    figure.update_yaxes(title_text="true class", autorange="reversed")
+    side = max(320, min(700, 60 * len(true_names) + 160))
+    figure.update_layout(title={"text": "Confusion matrix"}, height=side, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return figure

@@ -11,14 +11,17 @@ import copy
 import dataclasses
 import functools
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
+from metanlp.adapted import AdaptedModel
 from metanlp.data.episodes import EpisodeSampler
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode
@@ -222,6 +225,7 @@ class AdaptationResult:
     encoder_after: Encoder | None = None  # the encoder the task model uses
     scale: float | None = None  # the softmax scale of a method that has one (ProtoNet, Matching Networks)
     fresh: bool = False  # an untrained method (``adapt_live``), not a trained run's
+    adapted: AdaptedModel | None = None  # what "Save this model" writes
 
 
 def before_adaptation(episode: Episode) -> Metrics:
@@ -275,7 +279,8 @@ def adapt_method(
             on_step(dict(metrics))
 
     record(before_adaptation(episode))
-    task_model = model.adapt(episode, on_inner_step=record)
+    adapted = AdaptedModel.adapt(model, episode, on_inner_step=record)  # seeded: a saved copy reloads the same
+    task_model = adapted.task_model
     adapted_encoder = getattr(task_model, "encoder", None)
     return AdaptationResult(
         method=model.card.name,
@@ -286,6 +291,7 @@ def adapt_method(
         encoder_before=encoder_before or model.encoder,
         encoder_after=adapted_encoder if isinstance(adapted_encoder, Encoder) else model.encoder,
         scale=float(model.log_scale.detach().exp()) if isinstance(getattr(model, "log_scale", None), torch.Tensor) else None,
+        adapted=adapted,
     )
 
 
@@ -377,3 +383,38 @@ def class_probabilities(result: AdaptationResult, sentences: list[str]) -> pd.Da
             **{probability_column(name): float(value) for name, value in zip(result.classes, row, strict=True)},
         })
     return pd.DataFrame(rows)
+
+
+ADAPTED_FOLDER = "adapted"  # inside the runs folder: saved adapted models
+
+
+def adapted_folder_name(name: str) -> str:
+    """A safe folder name from what the user typed (letters, digits, - and _; never a path)."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name.strip()).strip("-_")[:60]
+    return slug or "adapted-model"
+
+
+def save_adapted_model(root: str | Path, adapted: AdaptedModel, name: str) -> Path:
+    """Save under ``<runs folder>/adapted/<name>`` (a new folder: ``-2``, ``-3`` … when the name is taken)."""
+    base = (Path(root) / ADAPTED_FOLDER).resolve()
+    stem = adapted_folder_name(name)
+    folder, number = base / stem, 1
+    while folder.exists():
+        number += 1
+        folder = base / f"{stem}-{number}"
+    if folder.parent != base:  # cannot happen with a slug; keep the guarantee explicit
+        raise ValueError("the adapted model would be saved outside the runs folder")
+    folder.mkdir(parents=True)
+    return adapted.save(folder)
+
+
+def load_snippet(folder: Path, sentences: list[str]) -> str:
+    """Python that loads the saved model with the library and classifies a sentence."""
+    example = sentences[0] if sentences else "a new sentence"
+    return (
+        "from metanlp.adapted import AdaptedModel\n\n"
+        f"model = AdaptedModel.load({str(folder)!r})\n"
+        f"print(model.classes)\n"
+        f"print(model.predict([{example!r}]))\n"
+        f"print(model.predict_proba([{example!r}]))  # one column per class\n"
+    )
