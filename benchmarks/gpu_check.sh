@@ -3,7 +3,7 @@
 # MiniLM fine-tuning throughput and the quick bench on CUDA; at most 8 files come back in $OUT.
 #
 # Prepare here first (the device lacks the MiniLM package and its fp32 weights exceed the carry):
-#     python benchmarks/gpu_prepare.py
+#     python -m metanlp bench gpu-prepare
 # then: run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-carry"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ fi
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee -a "$OUT/device.txt"
 for batch in 64 256; do
-  python3 benchmarks/bench_finetune_throughput.py --device cuda --batch-size "$batch" --seq-len 128 \
+  python3 -m metanlp bench finetune-throughput --device cuda --batch-size "$batch" --seq-len 128 \
     --json "$OUT/throughput_b${batch}.json" 2>&1 | tee -a "$OUT/log.txt"
 done
 # The report's charts stay on the machine (the file limit); the tables come back.

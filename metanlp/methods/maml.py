@@ -29,7 +29,7 @@ Buffering episodes inside ``train_step`` would not pay: a waiting episode must s
 own metrics, and that inner loop (without the meta-gradient's graph) costs about two thirds of a
 per-task step (measured 1.9 vs 2.9 ms CPU), so the buffered steps would be no faster in total.
 
-What meta-training buys on frozen MiniLM (``python benchmarks/bench_maml_budget.py --embeddings
+What meta-training buys on frozen MiniLM (``python -m metanlp bench maml-budget --embeddings
 /tmp/emb/minilm.pt --seeds 0,1,2 --fewrel-splits all``; 5-way 1-shot, 300 test episodes per
 split, paired against the same method with ``train_steps=0``; ``docs/results_maml_speed.md``):
 HuffPost +0.8 to +1.3 points for each of MAML, FOMAML and ANIL (3 seeds, every 95% CI above 0);

@@ -6,17 +6,14 @@ split of CLINC150 (``--datasets all``: every bundled English dataset; one docume
 pretrained vs the same architecture at its random initialisation (same seed), 5-way 1-shot and
 5-shot, the same 100 episodes for both. Writes the ``clinc`` section of docs/results_pretraining.md (``clinc-tied`` with ``--tied-decoder``).
 
-    python benchmarks/bench_pretraining.py                       # ~20 min on 2 CPU cores
-    python benchmarks/bench_pretraining.py --steps 300 --max-minutes 2 --episodes 20   # a smoke run
+    python -m metanlp bench pretraining                       # ~20 min on 2 CPU cores
+    python -m metanlp bench pretraining --steps 300 --max-minutes 2 --episodes 20   # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,26 +21,25 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import machine_description, split_episodes, write_section
+from metanlp.data.registry import examples_for_split, load_dataset
+from metanlp.device import resolve_device
+from metanlp.encoders import build_encoder, save_encoder
+from metanlp.engine.pretraining import checkpoint_to_folder, pretrain
+from metanlp.evaluation import evaluate, paired_comparison
+from metanlp.methods import create_method
+from metanlp.pretraining import corpus_from_datasets
+from metanlp.pretraining.corpus import english_dataset_names
+from metanlp.pretraining.nsp import tokenize_corpus
 
-from metanlp.bench.report import replace_section  # noqa: E402
-from metanlp.data.episodes import EpisodeSampler  # noqa: E402
-from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
-from metanlp.device import describe_device, resolve_device  # noqa: E402
-from metanlp.encoders import build_encoder, save_encoder  # noqa: E402
-from metanlp.engine.pretraining import checkpoint_to_folder, pretrain  # noqa: E402
-from metanlp.evaluation import evaluate, paired_comparison  # noqa: E402
-from metanlp.methods import create_method  # noqa: E402
-from metanlp.pretraining import corpus_from_datasets  # noqa: E402
-from metanlp.pretraining.corpus import english_dataset_names  # noqa: E402
-from metanlp.pretraining.nsp import tokenize_corpus  # noqa: E402
+NAME = "pretraining"
+DESCRIPTION = "MLM + NSP pretraining of the from-scratch encoder on real text, then frozen ProtoNet"
 
-RESULTS = ROOT / "docs" / "results_pretraining.md"
+RESULTS = "docs/results_pretraining.md"
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10000, help="pretraining steps (cut short by --max-minutes)")
     parser.add_argument("--max-minutes", type=float, default=40.0, help="wall-clock budget for pretraining")
     parser.add_argument("--layers", type=int, default=2)
@@ -60,8 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-seed", type=int, default=1234)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoints", default="", help="folder for checkpoints (default: a temporary one)")
-    parser.add_argument("--output", default=str(RESULTS))
-    return parser.parse_args()
+    parser.add_argument("--output", default=RESULTS)
 
 
 def curve_summary(history: list[dict]) -> list[tuple[int, float, float, float, float]]:
@@ -112,8 +107,7 @@ def unigram_entropy(corpus, tokenizer, max_length: int) -> float:
     return -sum(c / total * math.log(c / total) for c in counts.values())
 
 
-def main() -> None:
-    args = parse_args()
+def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     names = english_dataset_names() if args.datasets == "all" else [n for n in args.datasets.split(",") if n]
@@ -148,10 +142,7 @@ def main() -> None:
 
     clinc = load_dataset("clinc150")
     test_examples = examples_for_split(clinc, "test")
-    episodes = {
-        k: EpisodeSampler.from_examples(test_examples, 5, k, 5, seed=args.eval_seed, split="test").take(args.episodes)
-        for k in (1, 5)
-    }
+    episodes = {k: split_episodes("clinc150", "test", 5, k, 5, args.episodes, args.eval_seed) for k in (1, 5)}
     probe_texts = sorted({e.text for e in test_examples})[::10]
     checkpoints = sorted(p for p in checkpoint_root.glob("step-*") if p.is_dir())
     rows = []
@@ -164,6 +155,7 @@ def main() -> None:
         print(label, {k: f"{m:.1f} ± {c:.1f}" for k, (m, c, _) in scores.items()}, f"eff. dim {dimension:.1f}", flush=True)
     wall = time.perf_counter() - started
     write_report(args, corpus, result, rows, device, wall, entropy, len(probe_texts))
+    return 0
 
 
 def number(value: float) -> str:
@@ -171,16 +163,14 @@ def number(value: float) -> str:
 
 
 def write_report(args, corpus, result, rows, device, wall: float, entropy: float, n_probe: int) -> None:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        "Produced by `python benchmarks/bench_pretraining.py "
+        "Produced by `python -m metanlp bench pretraining "
         f"--datasets {args.datasets} --layers {args.layers} --hidden {args.hidden} --heads {args.heads} "
         f"--steps {args.steps} --lr {args.lr:g} --warmup {args.warmup} --max-minutes {args.max_minutes:g} "
         f"--episodes {args.episodes}{' --tied-decoder' if args.tied_decoder else ''}`.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {describe_device(device)}, "
-        f"torch {torch.__version__}, Python {platform.python_version()}, load average {load:.1f} when it finished "
-        "(the machine is shared: wall times are upper bounds).",
+        f"Machine: {machine_description(device)} when it finished (the machine is shared: wall times are upper "
+        "bounds).",
         "",
         f"Encoder: {args.layers} layers, d {args.hidden}, {args.heads} heads, FFN {4 * args.hidden}, max length "
         f"{args.max_length}, WordPiece vocabulary (30,522). Pretraining: batch {args.batch_size} sentence pairs, "
@@ -237,9 +227,7 @@ def write_report(args, corpus, result, rows, device, wall: float, entropy: float
         "",
     ]
     section, heading = ("clinc-tied", "Real text, tied decoder") if args.tied_decoder else ("clinc", "Real text")
-    path = replace_section(Path(args.output), section, heading, "\n".join(lines).strip())
-    print(f"wrote {path}")
+    write_section(args.output, section, heading, "\n".join(lines).strip())
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

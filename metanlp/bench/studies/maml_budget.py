@@ -5,10 +5,10 @@ identity body, Proto-MAML init, the same inner loop) and one run per training se
 method's ``recommended_train_steps``, all evaluated on the same test episodes (same ``eval_seed``).
 The paired difference of per-episode accuracies (``metanlp.evaluation.paired_comparison``) says
 whether meta-training helped on those episodes; the spread over training seeds says how much
-that depends on the seed.
+that depends on the seed. Writes the ``bench_maml_budget`` section of docs/results_maml_speed.md.
 
-    python benchmarks/bench_maml_budget.py                       # HuffPost + FewRel, 5-way 1-shot, 300 episodes
-    python benchmarks/bench_maml_budget.py --embeddings /tmp/emb/minilm.pt --seeds 0,1,2 --fewrel-splits all
+    python -m metanlp bench maml-budget                  # HuffPost + FewRel, 5-way 1-shot, 300 episodes
+    python -m metanlp bench maml-budget --embeddings /tmp/emb/minilm.pt --seeds 0,1,2 --fewrel-splits all
 
 With several FewRel class splits, each split is paired on its own episodes and the rows "all splits"
 pool the per-episode differences of every split (each episode is still compared with itself).
@@ -19,28 +19,40 @@ pool the per-episode differences of every split (each episode is still compared 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import command_line, machine_description, preload_embeddings, write_section
+from metanlp.data.registry import dataset_split_ids
+from metanlp.device import resolve_device
+from metanlp.engine.config import RunConfig
+from metanlp.engine.training import EncoderPool, run_training
+from metanlp.evaluation import compare_results, mean_and_ci95, paired_comparison
+from metanlp.methods.registry import get_method_class
 
-from metanlp.bench.report import replace_section  # noqa: E402
-from metanlp.data.registry import dataset_split_ids  # noqa: E402
-from metanlp.encoders.cache import shared_cache  # noqa: E402
-from metanlp.engine.config import RunConfig  # noqa: E402
-from metanlp.engine.training import EncoderPool, run_training  # noqa: E402
-from metanlp.evaluation import compare_results, mean_and_ci95, paired_comparison  # noqa: E402
-from metanlp.methods.registry import get_method_class  # noqa: E402
+NAME = "maml-budget"
+DESCRIPTION = "MAML / FOMAML / ANIL meta-trained vs their untrained selves, paired on the same episodes"
 
-RESULTS = ROOT / "docs" / "results_maml_speed.md"
+RESULTS = "docs/results_maml_speed.md"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", default="huffpost,fewrel")
+    parser.add_argument("--methods", default="maml,fomaml,anil")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--k-shot", type=int, default=1)
+    parser.add_argument("--seeds", default="0", help="training seeds")
+    parser.add_argument("--eval-seed", type=int, default=1234)
+    parser.add_argument("--steps", default="", help="override, e.g. maml=2000,anil=1000")
+    parser.add_argument("--embeddings", default="", help="a torch file text → embedding to preload")
+    parser.add_argument("--fewrel-splits", default="", help="FewRel class splits: e.g. 01,02 or all (default: 01)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave the results file alone")
+    parser.add_argument("--report", default=RESULTS, help="the results file whose section is rewritten")
 
 
 def accuracies(result) -> list[float]:
@@ -53,34 +65,19 @@ def summary(per_episode: list[float]) -> SimpleNamespace:
     return SimpleNamespace(mean_accuracy=mean, ci95=ci95)
 
 
-def run(config: RunConfig, pool: EncoderPool):
+def timed_run(config: RunConfig, pool: EncoderPool):
     started = time.perf_counter()
     result = run_training(config, encoder_pool=pool)
     return result, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="huffpost,fewrel")
-    parser.add_argument("--methods", default="maml,fomaml,anil")
-    parser.add_argument("--episodes", type=int, default=300)
-    parser.add_argument("--k-shot", type=int, default=1)
-    parser.add_argument("--seeds", default="0", help="training seeds")
-    parser.add_argument("--eval-seed", type=int, default=1234)
-    parser.add_argument("--steps", default="", help="override, e.g. maml=2000,anil=1000")
-    parser.add_argument("--embeddings", default="", help="a torch file text → embedding to preload")
-    parser.add_argument("--fewrel-splits", default="", help="FewRel class splits: e.g. 01,02 or all (default: 01)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def measure(args: argparse.Namespace) -> list[tuple]:
+    """Rows (dataset label, method, steps, seed, untrained, meta-trained, paired comparison, run seconds)."""
     seeds = [int(seed) for seed in args.seeds.split(",")]
     overrides = {name: int(steps) for name, steps in (item.split("=") for item in args.steps.split(",") if item)}
-
     pool = EncoderPool()
     if args.embeddings:
-        shared_cache(pool._pristine_encoder("minilm", {}))._store.update(torch.load(args.embeddings))
-
+        preload_embeddings(pool, args.embeddings)
     fewrel_splits = dataset_split_ids("fewrel") if args.fewrel_splits == "all" else tuple(
         split for split in args.fewrel_splits.split(",") if split
     )
@@ -93,10 +90,10 @@ def main() -> None:
                 common = {"method": name, "dataset": dataset, "split_id": split, "n_way": 5, "k_shot": args.k_shot,
                           "n_query": 5, "eval_episodes": args.episodes, "eval_seed": args.eval_seed,
                           "encoder": "minilm"}
-                untrained, _ = run(RunConfig(**common, train_steps=0, seed=seeds[0]), pool)
+                untrained, _ = timed_run(RunConfig(**common, train_steps=0, seed=seeds[0]), pool)
                 label = dataset + (f" split {split}" if split else "")
                 for seed in seeds:
-                    trained, seconds = run(RunConfig(**common, train_steps=steps, seed=seed), pool)
+                    trained, seconds = timed_run(RunConfig(**common, train_steps=steps, seed=seed), pool)
                     paired = compare_results(trained.evaluation, untrained.evaluation)  # checks: same episodes
                     rows.append((label, name, steps, seed, untrained.evaluation, trained.evaluation, paired, seconds))
                     both = pooled.setdefault((dataset, name, steps, seed), ([], []))
@@ -110,7 +107,11 @@ def main() -> None:
                 if pooled_dataset == dataset:
                     rows.append((f"{dataset} all {len(splits)} splits", name, steps, seed, summary(before),
                                  summary(after), paired_comparison(after, before), float("nan")))
+    return rows
 
+
+def tables(rows: list[tuple], methods: list[str]) -> tuple[str, list[str]]:
+    """The markdown table, and one line per (dataset, method) on the spread of the gain over seeds."""
     lines = ["| dataset | method | steps | seed | untrained | meta-trained | paired difference (95% CI) | excludes 0 "
              "| run s |", "|---|---|---|---|---|---|---|---|---|"]
     for dataset, name, steps, seed, before, after, paired, seconds in rows:
@@ -123,32 +124,35 @@ def main() -> None:
         )
     spread = []
     for label in dict.fromkeys(row[0] for row in rows):
-        for name in args.methods.split(","):
+        for name in methods:
             differences = [100 * row[6].mean_difference for row in rows if row[0] == label and row[1] == name]
             if len(differences) > 1:
                 spread.append(f"- {label}, {name}: paired gain over seeds {min(differences):+.2f} to "
                               f"{max(differences):+.2f} (mean {statistics.mean(differences):+.2f}, "
                               f"sd {statistics.stdev(differences):.2f})")
-    table = "\n".join(lines)
+    return "\n".join(lines), spread
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    table, spread = tables(measure(args), args.methods.split(","))
     print(table)
     print("\n".join(spread))
     if args.no_write:
-        return
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    command = "python benchmarks/bench_maml_budget.py " + " ".join(sys.argv[1:])
+        return 0
     section = (
-        f"Produced by `{command.strip()}`. Frozen MiniLM, 5-way {args.k_shot}-shot, 5 queries per class, "
-        f"{args.episodes} test episodes (eval seed {args.eval_seed}; the same episodes for every row), each "
-        "method on its defaults; *untrained* is `train_steps=0` (the same method before any meta-training: "
-        "identity body, Proto-MAML init, the same inner loop), *meta-trained* uses the steps shown (the "
-        "method's `recommended_train_steps`). Accuracy in % ± 95% CI over episodes; the paired difference is "
+        f"Produced by `{command_line(NAME, args, add_arguments)}`. Frozen MiniLM, 5-way {args.k_shot}-shot, "
+        f"5 queries per class, {args.episodes} test episodes (eval seed {args.eval_seed}; the same episodes for "
+        "every row), each method on its defaults; *untrained* is `train_steps=0` (the same method before any "
+        "meta-training: identity body, Proto-MAML init, the same inner loop), *meta-trained* uses the steps shown "
+        "(the method's `recommended_train_steps`). Accuracy in % ± 95% CI over episodes; the paired difference is "
         "over the same episodes (`paired_comparison`). Training seed as shown; the untrained run does not "
-        f"depend on it. Machine: {platform.processor() or 'CPU'}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {args.threads} thread(s), load average {load:.1f} at the end.\n\n{table}\n\n"
+        f"depend on it. Machine: {machine_description(resolve_device('auto'))} at the end.\n\n{table}\n\n"
         + ("\n".join(spread) if spread else "")
     )
-    replace_section(RESULTS, "bench_maml_budget", "Meta-training against the untrained initialisation (paired)", section)
+    write_section(args.report, "bench_maml_budget", "Meta-training against the untrained initialisation (paired)",
+                  section)
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

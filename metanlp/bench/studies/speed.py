@@ -4,29 +4,39 @@
 2. ProtoNet evaluation on frozen MiniLM: re-encoding every episode vs the shared embedding cache.
 3. The same evaluation with autograd bookkeeping (plain) vs ``torch.inference_mode``.
 
-    python benchmarks/bench_speed.py --repeats 5
+Writes the raw timings as JSON; with ``--report FILE``, also a ``speed`` section of FILE.
+
+    python -m metanlp bench speed --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import machine_description, split_episodes, write_section
+from metanlp.data.registry import examples_for_split, load_dataset
+from metanlp.encoders import build_encoder
+from metanlp.encoders.cache import EmbeddingCache
+from metanlp.methods.protonet import class_prototypes
 
-from metanlp.data.episodes import EpisodeSampler  # noqa: E402
-from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
-from metanlp.encoders import build_encoder  # noqa: E402
-from metanlp.encoders.cache import EmbeddingCache  # noqa: E402
-from metanlp.methods.protonet import class_prototypes  # noqa: E402
+NAME = "speed"
+DESCRIPTION = "hot paths before/after each optimisation: sorted batches, embedding cache, inference mode"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sentences", type=int, default=512)
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--json", default="benchmarks/results/speed.json")
+    parser.add_argument("--report", default="", help="also write the table as the 'speed' section of this "
+                        "file (e.g. docs/results.md)")
 
 
 def timed(function, repeats: int) -> list[float]:
@@ -55,14 +65,7 @@ def protonet_accuracy(episodes, embed) -> float:
     return correct / total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sentences", type=int, default=512)
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> int:
     encoder = build_encoder("minilm").eval()
     encoder.set_trainable_layers(0)
     dataset = load_dataset("huffpost")
@@ -76,7 +79,7 @@ def main() -> None:
                  "before": "input-order batches", "after": "length-sorted batches",
                  "before_s": summary(before), "after_s": summary(after)})
 
-    episodes = EpisodeSampler.from_examples(examples_for_split(dataset, "test"), 5, 5, 5, seed=0).take(args.episodes)
+    episodes = split_episodes("huffpost", "test", 5, 5, 5, args.episodes, seed=0)
     with torch.no_grad():
         before = timed(lambda: protonet_accuracy(episodes, encoder.embed), 1)
         cache = EmbeddingCache(encoder)
@@ -92,16 +95,36 @@ def main() -> None:
     rows.append({"what": "embed 128 headlines", "before": "autograd on (plain forward)", "after": "torch.inference_mode",
                  "before_s": summary(plain), "after_s": summary(inference)})
 
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "torch": torch.__version__}
+    machine = machine_description()
     for row in rows:
         ratio = row["before_s"]["median_s"] / row["after_s"]["median_s"]
         row["speedup"] = ratio
         print(f"{row['what']}: {row['before']} {row['before_s']['median_s']:.3f} s → "
               f"{row['after']} {row['after_s']['median_s']:.3f} s ({ratio:.1f}×)")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": machine, "settings": vars(args), "rows": rows}, indent=2))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": machine, "settings": vars(args), "rows": rows}, indent=2))
+    if args.report:
+        write_section(args.report, "speed", "Hot paths: before and after (issue 6)", speed_markdown(rows, machine, args))
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+def speed_markdown(rows: list[dict], machine: str, args: argparse.Namespace) -> str:
+    def cell(label: str, seconds: dict) -> str:
+        return f"{label}: {seconds['median_s']:.3f} ({seconds['min_s']:.3f}–{seconds['max_s']:.3f})"
+
+    lines = [
+        f"Command: `python -m metanlp bench speed --repeats {args.repeats} --sentences {args.sentences} "
+        f"--episodes {args.episodes}`. Machine: {machine}. Both variants measured side by side in one run; "
+        "median (min–max) seconds.",
+        "",
+        "| hot path | before | after | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['what']} | {cell(row['before'], row['before_s'])} | {cell(row['after'], row['after_s'])} "
+                     f"| {row['speedup']:.1f}× |")
+    return "\n".join(lines)
+
+
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

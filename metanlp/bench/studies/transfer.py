@@ -10,32 +10,37 @@
 Frozen MiniLM features keep (a) and (c) cheap: every method there is built on one MiniLM, whose embedding
 cache they share, so each sentence is encoded once. Only (b) trains an encoder.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_transfer.py --threads 1 > /tmp/bench_transfer.md
-    python benchmarks/bench_transfer.py --quick   # a smoke run, about a minute
+    OMP_NUM_THREADS=1 python -m metanlp bench transfer --threads 1 > /tmp/bench_transfer.md
+    python -m metanlp bench transfer --quick   # a smoke run, about a minute
+
+``--report FILE`` also writes the report as FILE's ``transfer`` section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import machine_description, split_episodes, write_section
+from metanlp.data.episodes import EpisodeSampler
+from metanlp.data.registry import examples_for_split, load_dataset
+from metanlp.data.types import Episode, Example
+from metanlp.encoders import Encoder, build_encoder
+from metanlp.engine.auxiliary import build_method
+from metanlp.evaluation import evaluate, mean_and_ci95
+from metanlp.methods import Method, create_method, default_options
 
-from metanlp.data.episodes import EpisodeSampler  # noqa: E402
-from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
-from metanlp.data.types import Episode, Example  # noqa: E402
-from metanlp.encoders import Encoder, build_encoder  # noqa: E402
-from metanlp.engine.auxiliary import build_method  # noqa: E402
-from metanlp.evaluation import evaluate, mean_and_ci95  # noqa: E402
-from metanlp.methods import Method, create_method, default_options  # noqa: E402
+NAME = "transfer"
+DESCRIPTION = "DANN FewRel wiki → PubMed, distillation on AG News, multi-task vs single-task"
 
 PUBLISHED_FEWREL_DA = {  # FewRel 2.0 DA test set (PubMed), 5-way 1-shot / 5-shot accuracy, %
     "Proto-CNN+ADV (Gao et al. 2019)": (42.2, 58.7),
@@ -54,11 +59,6 @@ def per_class_subset(examples: list[Example], per_class: int, seed: int) -> list
     for example in examples:
         by_label.setdefault(example.label, []).append(example)
     return [e for label in sorted(by_label) for e in rng.sample(by_label[label], min(per_class, len(by_label[label])))]
-
-
-def meta_test_episodes(dataset: str, n_way: int, k_shot: int, n_query: int, count: int, seed: int) -> list[Episode]:
-    examples = examples_for_split(load_dataset(dataset), "test")
-    return EpisodeSampler.from_examples(examples, n_way, k_shot, n_query, seed=seed, split="test").take(count)
 
 
 def train(method: Method, sampler: EpisodeSampler, steps: int) -> list[dict]:
@@ -104,47 +104,58 @@ def windowed(history: list[dict], key: str, windows: int) -> list[tuple[int, flo
     ]
 
 
+def seeded_variants(
+    encoder: Encoder, method_name: str, variants: list[tuple[str, dict]], train_examples: list[Example], steps: int,
+    episode_sets: dict[int, list[Episode]], args: argparse.Namespace, curve: Callable[[list[dict]], dict],
+    difference: str,
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Frozen-MiniLM prototypes, then two (label, options) variants of a method, each trained with every seed.
+
+    Every variant and seed is scored on the same episodes, so the row ``difference`` pairs the second
+    variant with the first episode by episode. Returns (rows by label, ``curve`` of each variant's seed-0
+    training history).
+    """
+    reference = create_method("protonet", encoder, {"learn_scale": False})
+    rows: dict[str, dict] = {"MiniLM prototypes, no training": summarise([few_shot_accuracy(reference, episode_sets)])}
+    curves: dict[str, dict] = {}
+    accuracies = []
+    for label, options in variants:
+        per_seed = []
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            method = build_method(method_name, encoder, {**options, "seed": seed})
+            sampler = EpisodeSampler.from_examples(train_examples, 5, 5, args.n_query, seed=seed, split="train")
+            history = train(method, sampler, steps)
+            if seed == 0:
+                curves[label] = curve(history)
+            per_seed.append(few_shot_accuracy(method, episode_sets))
+        rows[label] = summarise(per_seed)
+        accuracies.append(per_seed)
+    rows[difference] = summarise(paired_difference(accuracies[1], accuracies[0]))
+    return rows, curves
+
+
 # ----------------------------------------------------------------- (a) DANN
 
 
 def bench_dann(encoder: Encoder, args: argparse.Namespace) -> dict:
     source = per_class_subset(examples_for_split(load_dataset("fewrel"), "train"), args.source_per_class, 0)
     episode_sets = {
-        k: meta_test_episodes("fewrel_pubmed", 5, k, args.n_query, args.episodes, args.eval_seed + k) for k in SHOTS
+        k: split_episodes("fewrel_pubmed", "test", 5, k, args.n_query, args.episodes, args.eval_seed + k) for k in SHOTS
     }
     started = time.perf_counter()
-    reference = create_method("protonet", encoder, {"learn_scale": False})
-    rows: dict[str, dict] = {"MiniLM prototypes, no training": summarise([few_shot_accuracy(reference, episode_sets)])}
-    curves = {}
-    accuracies = {}
-    for label, reversal in (("source only (no adaptation)", False), ("DANN (gradient reversal)", True)):
-        per_seed = []
-        for seed in range(args.seeds):
-            torch.manual_seed(seed)
-            options = {
-                "target_dataset": "fewrel_pubmed",
-                "reversal": reversal,
-                "schedule_steps": args.dann_steps,
-                "max_lambda": args.max_lambda,
-                "lr": args.dann_lr,
-                "seed": seed,
-            }
-            method = build_method("dann", encoder, options)
-            sampler = EpisodeSampler.from_examples(source, 5, 5, args.n_query, seed=seed, split="train")
-            history = train(method, sampler, args.dann_steps)
-            if seed == 0:
-                curves[label] = {
-                    "domain_loss": windowed(history, "domain_loss", 10),
-                    "domain_accuracy": windowed(history, "domain_accuracy", 10),
-                }
-            per_seed.append(few_shot_accuracy(method, episode_sets))
-        rows[label] = summarise(per_seed)
-        accuracies[reversal] = per_seed
-    rows["difference: DANN − source only (paired)"] = summarise(paired_difference(accuracies[True], accuracies[False]))
+    options = {"target_dataset": "fewrel_pubmed", "schedule_steps": args.dann_steps, "max_lambda": args.max_lambda,
+               "lr": args.dann_lr}
+    variants = [("source only (no adaptation)", {**options, "reversal": False}),
+                ("DANN (gradient reversal)", {**options, "reversal": True})]
+    rows, curves = seeded_variants(
+        encoder, "dann", variants, source, args.dann_steps, episode_sets, args,
+        lambda history: {key: windowed(history, key, 10) for key in ("domain_loss", "domain_accuracy")},
+        "difference: DANN − source only (paired)",
+    )
+    seconds = time.perf_counter() - started
     return {
-        "rows": rows,
-        "curves": curves,
-        "seconds": time.perf_counter() - started,
+        "rows": rows, "curves": curves, "seconds": seconds,
         "settings": (
             f"source: FewRel wiki train relations (8), {args.source_per_class} sentences each; target text: "
             f"fewrel_pubmed train+val sentences (unlabelled); training: {args.dann_steps} steps of 5-way 5-shot "
@@ -242,46 +253,26 @@ def bench_distillation(args: argparse.Namespace) -> dict:
 
 def bench_multitask(encoder: Encoder, args: argparse.Namespace) -> dict:
     target = per_class_subset(examples_for_split(load_dataset(args.target), "train"), args.target_per_class, 0)
-    episode_sets = {k: meta_test_episodes(args.target, 5, k, args.n_query, args.episodes, args.eval_seed + k) for k in SHOTS}
+    episode_sets = {k: split_episodes(args.target, "test", 5, k, args.n_query, args.episodes, args.eval_seed + k) for k in SHOTS}
     started = time.perf_counter()
-    reference = create_method("protonet", encoder, {"learn_scale": False})
-    rows: dict[str, dict] = {"MiniLM prototypes, no training": summarise([few_shot_accuracy(reference, episode_sets)])}
-    losses: dict[str, dict] = {}
-    accuracies = {}
-    for label, tasks in (("single-task (target only)", ""), (f"multi-task (+ {args.tasks})", args.tasks)):
-        per_seed = []
-        for seed in range(args.seeds):
-            torch.manual_seed(seed)
-            options = {
-                "tasks": tasks,
-                "examples_per_task": args.examples_per_task,
-                "sampling": "temperature",
-                "seed": seed,
-            }
-            method = build_method("multitask", encoder, options)
-            sampler = EpisodeSampler.from_examples(target, 5, 5, args.n_query, seed=seed, split="train")
-            history = train(method, sampler, args.multitask_steps)
-            if seed == 0:
-                losses[label] = {
-                    key: windowed([h for h in history if key in h], key, 5)
-                    for key in sorted({k for h in history for k in h if k.startswith("loss_")})
-                }
-            per_seed.append(few_shot_accuracy(method, episode_sets))
-        rows[label] = summarise(per_seed)
-        accuracies[bool(tasks)] = per_seed
-    rows["difference: multi − single (paired)"] = summarise(paired_difference(accuracies[True], accuracies[False]))
-    return {
-        "rows": rows,
-        "losses": losses,
-        "seconds": time.perf_counter() - started,
-        "settings": (
-            f"target: {args.target} train classes, {args.target_per_class} texts each, {args.multitask_steps} steps "
-            f"of 5-way 5-shot episodes; auxiliary tasks: {args.tasks or 'none'} ({args.examples_per_task} "
-            f"examples each, temperature sampling T=2); lr {default_options('multitask')['lr']}; {args.seeds} training seeds; evaluation: "
-            f"{args.episodes} episodes per shot on {args.target}'s test classes, prototypes on the shared "
-            "features; frozen MiniLM encoder"
-        ),
-    }
+    options = {"examples_per_task": args.examples_per_task, "sampling": "temperature"}
+    variants = [("single-task (target only)", {**options, "tasks": ""}),
+                (f"multi-task (+ {args.tasks})", {**options, "tasks": args.tasks})]
+    rows, losses = seeded_variants(
+        encoder, "multitask", variants, target, args.multitask_steps, episode_sets, args,
+        lambda history: {key: windowed([h for h in history if key in h], key, 5)
+                         for key in sorted({k for h in history for k in h if k.startswith("loss_")})},
+        "difference: multi − single (paired)",
+    )
+    seconds = time.perf_counter() - started
+    settings = (
+        f"target: {args.target} train classes, {args.target_per_class} texts each, {args.multitask_steps} steps "
+        f"of 5-way 5-shot episodes; auxiliary tasks: {args.tasks or 'none'} ({args.examples_per_task} "
+        f"examples each, temperature sampling T=2); lr {default_options('multitask')['lr']}; {args.seeds} training "
+        f"seeds; evaluation: {args.episodes} episodes per shot on {args.target}'s test classes, prototypes on the "
+        "shared features; frozen MiniLM encoder"
+    )
+    return {"rows": rows, "losses": losses, "seconds": seconds, "settings": settings}
 
 
 # ----------------------------------------------------------------- report
@@ -298,16 +289,10 @@ def accuracy_cells(summary: dict) -> str:
 
 
 def report(results: dict, args: argparse.Namespace) -> str:
-    lines = [
-        "# bench_transfer results",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"Python {platform.python_version()}, torch {torch.__version__}. Total {results['seconds']:.0f} s.",
-        "",
-    ]
+    lines = [f"Machine: {machine_description()} at the end. Total {results['seconds']:.0f} s.", ""]
     if "dann" in results:
         dann = results["dann"]
-        lines += ["## (a) DANN: FewRel Wikipedia → PubMed", "", dann["settings"] + ".", ""]
+        lines += ["### (a) DANN: FewRel Wikipedia → PubMed", "", dann["settings"] + ".", ""]
         lines += ["| model | 5-way 1-shot % | 5-way 5-shot % |", "|---|---|---|"]
         lines += [f"| {name} | {accuracy_cells(row)} |" for name, row in dann["rows"].items()]
         lines += [f"| {name} (published, FewRel 2.0 test set) | {a:.1f} | {b:.1f} |" for name, (a, b) in PUBLISHED_FEWREL_DA.items()]
@@ -319,7 +304,7 @@ def report(results: dict, args: argparse.Namespace) -> str:
         lines += ["", f"({dann['seconds']:.0f} s)", ""]
     if "distillation" in results:
         distill = results["distillation"]
-        lines += ["## (b) Distillation: AG News", "", distill["settings"] + ".", ""]
+        lines += ["### (b) Distillation: AG News", "", distill["settings"] + ".", ""]
         lines += [
             "| model | parameters | head accuracy % | prototype accuracy % | sentences/s | train s |",
             "|---|---|---|---|---|---|",
@@ -338,7 +323,7 @@ def report(results: dict, args: argparse.Namespace) -> str:
         lines += ["", "(± is the standard deviation over seeds.)", f"({distill['seconds']:.0f} s)", ""]
     if "multitask" in results:
         multi = results["multitask"]
-        lines += [f"## (c) Multi-task vs single-task on {args.target}", "", multi["settings"] + ".", ""]
+        lines += [f"### (c) Multi-task vs single-task on {args.target}", "", multi["settings"] + ".", ""]
         lines += ["| model | 5-way 1-shot % | 5-way 5-shot % |", "|---|---|---|"]
         lines += [f"| {name} | {accuracy_cells(row)} |" for name, row in multi["rows"].items()]
         lines += ["", "Training loss per head, seed 0 (first → last fifth of its draws):", ""]
@@ -354,8 +339,7 @@ def report(results: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parts", default="dann,distillation,multitask")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     parser.add_argument("--threads", type=int, default=2)
@@ -378,17 +362,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--examples-per-task", type=int, default=500)
     parser.add_argument("--multitask-steps", type=int, default=300)
     parser.add_argument("--json", default="", help="also write the raw numbers to this JSON file")
-    args = parser.parse_args()
+    parser.add_argument("--report", default="", help="also write the report as the 'transfer' section of this file")
+
+
+def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.episodes, args.source_per_class, args.dann_steps = 10, 20, 30
         args.unlabelled_pool, args.distill_steps, args.distill_seeds = 64, 20, 1
         args.target_per_class, args.examples_per_task, args.multitask_steps = 10, 50, 30
         args.seeds = 1
-    return args
-
-
-def main() -> None:
-    args = parse_args()
     torch.set_num_threads(args.threads)
     parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     started = time.perf_counter()
@@ -405,10 +387,13 @@ def main() -> None:
         results["multitask"] = bench_multitask(encoder, args)
         print(f"(c) done in {results['multitask']['seconds']:.0f} s", file=sys.stderr, flush=True)
     results["seconds"] = time.perf_counter() - started
-    print(report(results, args))
+    body = report(results, args)
+    print(body)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    if args.report:
+        write_section(args.report, "transfer", "Transfer methods: DANN, distillation, multi-task", body, sys.stderr)
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

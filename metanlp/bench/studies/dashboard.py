@@ -1,7 +1,8 @@
 """Dashboard latency through a real browser: Launch → first loss point, and each page's first render.
 
 Starts ``streamlit run app.py`` (temporary runs folder, workers preloading MiniLM as in normal use)
-and drives headless Chromium with Playwright, like ``tests/test_browser.py``.
+and drives headless Chromium with Playwright (``metanlp.dashboard.browser_probe``, as the browser
+test does). Writes the ``dashboard`` section of docs/results_dashboard.md.
 
 - **Launch → first point**: from the click on Launch (Train page, ProtoNet, 5-way 1-shot on
   CLINC150) until the Runs page's loss chart holds its first point: queueing, the worker picking
@@ -12,38 +13,36 @@ and drives headless Chromium with Playwright, like ``tests/test_browser.py``.
 - **Page render**: from navigation until the page's title is drawn, and until its script has
   finished (every element drawn). The first visit to a page that loads MiniLM pays that load.
 
-    python benchmarks/bench_dashboard.py --repeats 5
+    python -m metanlp bench dashboard --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.test_browser import (  # noqa: E402
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import load_average, machine_description, write_section
+from metanlp.dashboard.browser_probe import (
     CURVE_POINTS,
     HEATMAPS,
     PAGE_SECONDS,
     VIEWPORT,
-    choose,
     chromium,
+    launch_protonet,
     launch_scratch_protonet,
-    open_page,
     running_dashboard,
-    type_number,
     wait_until_idle,
 )
+from metanlp.device import resolve_device
 
-RESULTS = ROOT / "docs" / "results_dashboard.md"
+NAME = "dashboard"
+DESCRIPTION = "Launch → first loss point and page render times, through a real headless browser"
+
+RESULTS = "docs/results_dashboard.md"
 # (url path, title, name, what shows the page's main content is drawn)
 PAGES = [
     ("", "metanlp: few-shot NLP with transfer learning and meta-learning", "Home", "text=Recent runs"),
@@ -58,18 +57,15 @@ TARGETS = {"scratch": 3.0, "minilm": 8.0}
 ENCODER_LABELS = {"scratch": "From scratch (random init)", "minilm": "Pretrained MiniLM"}
 
 
+#: The method each case launches. On frozen MiniLM ProtoNet has nothing to meta-train (no loss point
+#: would ever be drawn), so that case launches MAML, which meta-trains on MiniLM's cached features.
+METHOD_LABELS = {"scratch": "Prototypical Networks", "minilm": "MAML (model-agnostic meta-learning)"}
+
+
 def launch(page, server, encoder: str) -> float:
-    """Queue a ProtoNet run with ``encoder`` from the Train form; returns the moment Launch was clicked."""
-    if encoder == "scratch":
-        return launch_scratch_protonet(page, server, steps=200, eval_episodes=5)
-    open_page(page, server, "Train", "Train a few-shot model")
-    choose(page, "Method", "Prototypical Networks")
-    choose(page, "Encoder", ENCODER_LABELS[encoder])
-    type_number(page, "Training steps", 200)
-    type_number(page, "Test episodes (final evaluation)", 5)
-    clicked = time.perf_counter()
-    page.get_by_role("button", name="Launch").click()
-    return clicked
+    """Queue a run with ``encoder`` from the Train form; returns the moment Launch was clicked."""
+    return launch_protonet(page, server, ENCODER_LABELS[encoder], steps=200, eval_episodes=5,
+                           method_label=METHOD_LABELS[encoder])
 
 
 def seconds_to_first_point(page, server, encoder: str) -> float:
@@ -116,31 +112,19 @@ def spread(values: list[float]) -> str:
 
 def machine() -> str:
     import streamlit
-    import torch
 
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{model}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"Streamlit {streamlit.__version__}, Chromium headless (Playwright), no GPU"
-        if not torch.cuda.is_available()
-        else f"{model}, {cores} cores, GPU {torch.cuda.get_device_name(0)}"
-    )
+    return (f"{machine_description(resolve_device('auto'), load=False)}, Streamlit {streamlit.__version__}, "
+            "Chromium headless (Playwright)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    arguments = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=Path(RESULTS))
+
+
+def run(arguments: argparse.Namespace) -> int:
     repeats = arguments.repeats
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_before = load_average()
     preload = {"METANLP_PRELOAD_ENCODERS": "minilm"}
 
     with tempfile.TemporaryDirectory() as folder, chromium() as browser:
@@ -151,7 +135,6 @@ def main() -> None:
         with running_dashboard(folder / "cold", folder / "cold.log", preload) as server:
             cold_first_point = seconds_to_first_point(page, server, "scratch")
         print(f"fresh server, first scratch run: {cold_first_point:.2f} s", flush=True)
-
 
         with running_dashboard(folder / "warm", folder / "warm.log", preload) as server:
             # 2. Page renders. The Runs and Attention pages draw a finished run, so a short one comes
@@ -176,14 +159,12 @@ def main() -> None:
                 first_points[encoder] = [seconds_to_first_point(page, server, encoder) for _ in range(repeats)]
                 print(f"{encoder}: {spread(first_points[encoder])}", flush=True)
 
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_after = load_average()
     lines = [
-        "# Dashboard latency (real browser)",
-        "",
         f"Machine: {machine()}. System load (1-minute average) {load_before:.1f} at the start and "
         f"{load_after:.1f} at the end of the measurement.",
         "",
-        "Measured by `python benchmarks/bench_dashboard.py "
+        "Measured by `python -m metanlp bench dashboard "
         f"--repeats {repeats}` through headless Chromium driving `streamlit run app.py` on 127.0.0.1; "
         "one run worker (`METANLP_MAX_CONCURRENT` default on CPU), workers preloading MiniLM while idle. "
         "The machine's two cores are shared with the browser, the Streamlit server and the worker, "
@@ -228,10 +209,10 @@ def main() -> None:
             f"({min(warm_titles):.2f}–{max(warm_titles):.2f}) | {statistics.median(warm_complete):.2f} s "
             f"({min(warm_complete):.2f}–{max(warm_complete):.2f}) |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    arguments.output.write_text(table, encoding="utf-8")
+    body = "\n".join(lines)
+    print(body)
+    write_section(arguments.output, "dashboard", "Dashboard latency (real browser)", body)
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

@@ -6,48 +6,41 @@ Pretrains the from-scratch encoder (2 layers, d 32 by default) with MLM + NSP on
 compares the pretrained encoder with its own random initialisation on the same episodes. Writes
 the ``synthetic`` section of docs/results_pretraining.md.
 
-    python benchmarks/bench_pretraining_synthetic.py                  # ~5 min on 2 CPU cores
-    python benchmarks/bench_pretraining_synthetic.py --seeds 0 --steps 200 --episodes 20   # smoke run
+    python -m metanlp bench pretraining-synthetic                  # ~5 min on 2 CPU cores
+    python -m metanlp bench pretraining-synthetic --seeds 0 --steps 200 --episodes 20   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import machine_description, whole_number, write_section
+from metanlp.encoders import build_encoder
+from metanlp.engine.pretraining import pretrain
+from metanlp.evaluation import evaluate
+from metanlp.methods import create_method
+from metanlp.pretraining.synthetic import FRAMES, disjoint_word_episodes, topic_corpus
 
-from metanlp.bench.report import replace_section  # noqa: E402
-from metanlp.encoders import build_encoder  # noqa: E402
-from metanlp.engine.pretraining import pretrain  # noqa: E402
-from metanlp.evaluation import evaluate  # noqa: E402
-from metanlp.methods import create_method  # noqa: E402
-from metanlp.pretraining.synthetic import FRAMES, disjoint_word_episodes, topic_corpus  # noqa: E402
+NAME = "pretraining-synthetic"
+DESCRIPTION = "tied vs untied MLM decoder on a controlled topic corpus, then frozen ProtoNet"
 
-RESULTS = ROOT / "docs" / "results_pretraining.md"
+RESULTS = "docs/results_pretraining.md"
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--frames", type=int, default=1, help=f"sentence frames used (1–{len(FRAMES)})")
+    parser.add_argument("--frames", type=whole_number(1, len(FRAMES)), default=1,
+                        help=f"sentence frames used (1–{len(FRAMES)})")
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--output", default=str(RESULTS))
-    args = parser.parse_args()
-    if not 1 <= args.frames <= len(FRAMES):
-        parser.error(f"--frames must be between 1 and {len(FRAMES)}, got {args.frames}")
-    return args
+    parser.add_argument("--output", default=RESULTS)
 
 
 def few_shot_accuracy(encoder, episodes) -> float:
@@ -72,8 +65,7 @@ def one_seed(seed: int, tied: bool, args: argparse.Namespace, episodes) -> dict:
     }
 
 
-def main() -> None:
-    args = parse_args()
+def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     episodes = disjoint_word_episodes(args.episodes, n_way=5, k_shot=1, n_query=5, seed=1234, frames=FRAMES[: args.frames])
     rows = []
@@ -83,15 +75,14 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     write_report(args, rows)
+    return 0
 
 
 def write_report(args: argparse.Namespace, rows: list[dict]) -> None:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        f"Command: `python benchmarks/bench_pretraining_synthetic.py --steps {args.steps} --lr {args.lr:g} "
+        f"Command: `python -m metanlp bench pretraining-synthetic --steps {args.steps} --lr {args.lr:g} "
         f"--seeds {args.seeds} --frames {args.frames} --episodes {args.episodes}`. Machine: "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU ({torch.get_num_threads()} "
-        f"threads), torch {torch.__version__}; load average {load:.1f} when it finished.",
+        f"{machine_description()} when it finished.",
         "",
         f"Corpus: `metanlp.pretraining.synthetic.topic_corpus` ({args.frames} sentence frame(s), 9 topics × 8 "
         "interchangeable words, 60 sentences per topic, three words of one topic per sentence). Encoder: 2 layers, "
@@ -117,9 +108,7 @@ def write_report(args: argparse.Namespace, rows: list[dict]) -> None:
             f"{statistics.mean(gains):+.1f} points over {len(gains)} seed(s){spread}."
         )
     body = "\n".join(lines)
-    path = replace_section(Path(args.output), "synthetic", "Synthetic topic corpus: tied vs untied decoder", body)
-    print(f"wrote {path}")
+    write_section(args.output, "synthetic", "Synthetic topic corpus: tied vs untied decoder", body)
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

@@ -11,26 +11,34 @@ seed) and scored on the same saved test episodes; differences are paired, with 9
 - Fine-tuning: a linear probe (default) vs the top layer unfrozen (``finetune=top``), on the first
   ``--finetune-episodes`` test episodes (per-task fine-tuning of MiniLM costs seconds per episode on a CPU).
 
-    python -m benchmarks.bench_controls --embeddings /tmp/emb/minilm.pt
+    python -m metanlp bench controls --embeddings /tmp/emb/minilm.pt
 
 Finished cells are kept in ``--out`` (with the saved test episodes beside it) and reused when the command
-is run again; ``--rows`` picks rows by label.
+is run again; ``--rows`` picks rows by label. ``--report FILE`` also writes the table as FILE's
+``controls`` section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
 
-from metanlp.data.episodes import load_episodes, save_episodes
-from metanlp.encoders.cache import shared_cache
-from metanlp.engine import RunConfig
-from metanlp.engine.training import EncoderPool, evaluation_episodes, load_run_dataset, run_training
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import (
+    machine_description,
+    preload_embeddings,
+    saved_test_episodes,
+    write_section,
+)
+from metanlp.engine import ConfigError, RunConfig
+from metanlp.engine.training import EncoderPool, run_training
 from metanlp.evaluation import EvaluationResult, compare_results
+
+NAME = "controls"
+DESCRIPTION = "learned parameters vs mechanism: Matching / meta-transfer vs ProtoNet with the same head or γ/β"
 
 # The learning rate of each pair is pinned, so that a change of a method's default cannot unpair it:
 # 3e-4 was Matching Networks' default and 1e-3 is meta-transfer's when the table in
@@ -69,18 +77,18 @@ PAIRS = [  # (A, B): A − B
 ]
 
 
-def episodes_file(folder: Path, dataset: str, k_shot: int, count: int, limit: int | None = None) -> str:
-    """The saved test episodes of a cell (the first ``limit`` of them, if given): every row reads these."""
-    path = folder / f"{dataset}_5way_{k_shot}shot_5q_{count}ep.json.gz"
-    if not path.exists():
-        config = RunConfig(dataset=dataset, k_shot=k_shot, eval_episodes=count)
-        save_episodes(evaluation_episodes(load_run_dataset(config)[0], config), path, {"dataset": dataset})
-    if limit is None or limit >= count:
-        return str(path)
-    subset = folder / f"{dataset}_5way_{k_shot}shot_5q_{count}ep_first{limit}.json.gz"
-    if not subset.exists():
-        save_episodes(load_episodes(path)[0][:limit], subset, {"dataset": dataset, "first": limit})
-    return str(subset)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", default="fewrel,huffpost")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--finetune-episodes", type=int, default=30)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row labels (default: all)")
+    parser.add_argument("--embeddings", help="a saved dict text → MiniLM embedding, preloaded into the cache")
+    parser.add_argument("--out", default="runs/controls/controls.json")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table-only", action="store_true", help="print the table of --out, run nothing")
+    parser.add_argument("--report", default="", help="also write the table as the 'controls' section of this file")
 
 
 def run_cell(pool: EncoderPool, method: str, options: dict, dataset: str, k_shot: int, steps: int, episodes: str) -> dict:
@@ -121,29 +129,31 @@ def table(results: dict, steps: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", default="fewrel,huffpost")
-    parser.add_argument("--shots", default="1,5")
-    parser.add_argument("--episodes", type=int, default=300)
-    parser.add_argument("--finetune-episodes", type=int, default=30)
-    parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row labels (default: all)")
-    parser.add_argument("--embeddings", help="a saved dict text → MiniLM embedding, preloaded into the cache")
-    parser.add_argument("--out", default="runs/controls/controls.json")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table-only", action="store_true", help="print the table of --out, run nothing")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.exists() else {}
     results = saved.get("results", {})
+    steps = args.train_steps
     if args.table_only:
-        print(table(results, saved.get("settings", {}).get("train_steps", args.train_steps)))
-        return
+        steps = saved.get("settings", {}).get("train_steps", steps)
+    else:
+        measure(args, out, results)
+    text = table(results, steps)
+    print(text)
+    if args.report:
+        write_section(args.report, "controls", "Controls", text)
+    return 0
+
+
+def measure(args: argparse.Namespace, out: Path, results: dict) -> None:
+    """Run every missing (cell, row) and save ``results`` to ``out`` after each one."""
+    unknown = [label for label in args.rows.split(",") if label not in ROWS]
+    if unknown:
+        raise ConfigError(f"--rows: no row labelled {', '.join(map(repr, unknown))}; the rows: {', '.join(ROWS)}")
     pool = EncoderPool()
     if args.embeddings:
-        shared_cache(pool._pristine_encoder("minilm", {}))._store.update(torch.load(args.embeddings))
+        preload_embeddings(pool, args.embeddings)
     for dataset in args.datasets.split(","):
         for k_shot in (int(k) for k in args.shots.split(",")):
             cell = results.setdefault(f"{dataset} {k_shot}-shot", {})
@@ -152,18 +162,17 @@ def main() -> None:
                     continue
                 method, options = ROWS[label]
                 limit = args.finetune_episodes if label in FINETUNE_ROWS else None
-                episodes = episodes_file(out.parent / "control_episodes", dataset, k_shot, args.episodes, limit)
-                cell[label] = run_cell(pool, method, options, dataset, k_shot, args.train_steps, episodes)
+                episodes = saved_test_episodes(out.parent / "control_episodes", dataset, k_shot, args.episodes,
+                                              first=limit)
+                cell[label] = run_cell(pool, method, options, dataset, k_shot, args.train_steps, str(episodes))
                 evaluation = cell[label]["evaluation"]
                 print(f"{dataset} {k_shot}-shot {label}: {100 * evaluation['mean_accuracy']:.1f} "
                       f"(train {cell[label]['train_seconds']:.0f} s, eval {evaluation['seconds']:.0f} s)", flush=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps({
-                    "settings": {**vars(args), "machine": platform.platform(), "torch": torch.__version__},
+                    "settings": {**vars(args), "machine": machine_description(load=False)},
                     "results": results,
                 }))
-    print(table(results, args.train_steps))
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

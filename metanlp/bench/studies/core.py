@@ -1,66 +1,56 @@
 """Reference methods on frozen MiniLM: 5-way 1/5-shot accuracy on meta-test classes.
 
-Every method sees the same seeded test episodes (saved under benchmarks/episodes/).
-Embeddings are computed once per dataset and shared (the encoder is frozen), and timed
-separately from each method's evaluation.
+Every method sees the same seeded test episodes (saved once, by default beside the grid bench's
+in the runs folder). Embeddings are computed once per dataset and shared (the encoder is frozen),
+and timed separately from each method's evaluation. Writes the ``core`` section of docs/results.md.
 
-    python benchmarks/bench_core.py                       # full: 600 episodes
-    python benchmarks/bench_core.py --episodes 50 --datasets clinc150
+    python -m metanlp bench core                       # full: 600 episodes
+    python -m metanlp bench core --episodes 50 --datasets clinc150
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import machine_description, saved_test_episodes, write_section
+from metanlp.data.episodes import load_episodes
+from metanlp.encoders import build_encoder
+from metanlp.encoders.cache import shared_cache
+from metanlp.evaluation import evaluate
+from metanlp.methods import create_method, get_method_class
+from metanlp.runs.database import default_runs_dir
 
-from metanlp.bench.report import replace_section  # noqa: E402
-from metanlp.data.episodes import load_episodes, save_episodes  # noqa: E402
-from metanlp.data.registry import load_dataset  # noqa: E402
-from metanlp.encoders import build_encoder  # noqa: E402
-from metanlp.encoders.cache import shared_cache  # noqa: E402
-from metanlp.engine.config import RunConfig  # noqa: E402
-from metanlp.engine.training import evaluation_episodes  # noqa: E402
-from metanlp.evaluation import evaluate  # noqa: E402
-from metanlp.methods import create_method, get_method_class  # noqa: E402
+NAME = "core"
+DESCRIPTION = "ProtoNet and fine-tuning on frozen MiniLM, 600 shared episodes (docs/results.md 'core')"
 
 PUBLISHED = {("huffpost", 1): "41.9 (Bao et al. 2020)", ("huffpost", 5): "62.8 (Bao et al. 2020)"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", default="clinc150,banking77,huffpost")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--methods", default="protonet,finetune")
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--n-query", type=int, default=5)
+    parser.add_argument("--episodes-dir", help="where the test episodes are saved (default: the grid bench's, "
+                        "bench/episodes in the runs folder)")
+    parser.add_argument("--json", default="benchmarks/results/core.json", help="'' to skip")
+    parser.add_argument("--report", default="docs/results.md", help="'' to skip")
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fixed_episodes(dataset_name: str, k_shot: int, n_query: int, count: int) -> list:
-    path = ROOT / "benchmarks" / "episodes" / f"{dataset_name}_5way_{k_shot}shot_{n_query}q_{count}.json.gz"
-    if path.exists():
-        return load_episodes(path)[0]
-    config = RunConfig(dataset=dataset_name, n_way=5, k_shot=k_shot, n_query=n_query, eval_episodes=count)
-    episodes = evaluation_episodes(load_dataset(dataset_name), config)
-    save_episodes(episodes, path, {"dataset": dataset_name, "n_way": 5, "k_shot": k_shot, "seed": config.eval_seed})
-    return episodes
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="clinc150,banking77,huffpost")
-    parser.add_argument("--shots", default="1,5")
-    parser.add_argument("--methods", default="protonet,finetune")
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--n-query", type=int, default=5)
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "core.json"))
-    parser.add_argument("--report", default=str(ROOT / "docs" / "results.md"), help="'' to skip")
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> int:
+    episodes_dir = Path(args.episodes_dir) if args.episodes_dir else default_runs_dir() / "bench" / "episodes"
     torch.manual_seed(0)
     started = time.perf_counter()
     encoder = build_encoder("minilm").eval()
@@ -68,7 +58,8 @@ def main() -> None:
     rows = []
     for dataset_name in args.datasets.split(","):
         for k_shot in (int(k) for k in args.shots.split(",")):
-            episodes = fixed_episodes(dataset_name, k_shot, args.n_query, args.episodes)
+            path = saved_test_episodes(episodes_dir, dataset_name, k_shot, args.episodes, args.n_query)
+            episodes = load_episodes(path)[0]
             texts = sorted({t for e in episodes for t in e.support_texts + e.query_texts})
             tic = time.perf_counter()
             for start in range(0, len(texts), 256):
@@ -97,26 +88,23 @@ def main() -> None:
                 print(f"{dataset_name:<10} {k_shot}-shot {method_name:<10} {row['accuracy']:.2f} ± {row['ci95']:.2f} "
                       f"({row['episodes_per_second']:.1f} episodes/s)", flush=True)
     machine = {
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        "description": machine_description(),
         "encoder_load_seconds": load_seconds,
         "total_seconds": time.perf_counter() - started,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": machine, "settings": vars(args), "rows": rows}, indent=2))
-    print(f"wrote {args.json}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": machine, "settings": vars(args), "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
     if args.report:
-        replace_section(Path(args.report), "core", "Reference methods on frozen MiniLM (issue 2)",
-                        core_markdown(rows, machine, args))
-        print(f"wrote {args.report}")
+        write_section(args.report, "core", "Reference methods on frozen MiniLM (issue 2)",
+                      core_markdown(rows, machine, args))
+    return 0
 
 
 def core_markdown(rows: list[dict], machine: dict, args: argparse.Namespace) -> str:
     lines = [
-        f"Command: `python benchmarks/bench_core.py --episodes {args.episodes}`. Machine: {machine['cpu']}, "
-        f"{machine['threads']} torch threads, torch {machine['torch']}, Python {machine['python']}; "
+        f"Command: `python -m metanlp bench core --episodes {args.episodes}`. Machine: {machine['description']}; "
         f"total {machine['total_seconds'] / 60:.1f} min, MiniLM load {machine['encoder_load_seconds']:.1f} s. "
         f"5-way, {args.n_query} queries per class, {args.episodes} seeded test episodes (meta-test classes), "
         "the same episodes for both methods; frozen MiniLM with each sentence embedded once (the embedding "
@@ -136,5 +124,4 @@ def core_markdown(rows: list[dict], machine: dict, args: argparse.Namespace) -> 
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

@@ -16,41 +16,39 @@ Two cases: frozen MiniLM (cached sentence features; the defaults: γ/β body, Pr
 the encoder in the inner loop (a small from-scratch encoder, ``finetune=top``: MAML adapts its top
 layer per task, ANIL trains it in the outer loop only).
 
-    python benchmarks/bench_maml_speed.py                   # writes its section of docs/results_maml_speed.md
-    python benchmarks/bench_maml_speed.py --repeats 5 --no-write
+    python -m metanlp bench maml-speed                 # writes its section of docs/results_maml_speed.md
+    python -m metanlp bench maml-speed --repeats 5 --no-write
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from metanlp.bench.report import replace_section  # noqa: E402
-from metanlp.data.episodes import EpisodeSampler  # noqa: E402
-from metanlp.data.registry import examples_for_split, load_dataset  # noqa: E402
-from metanlp.encoders import build_encoder, mean_pool  # noqa: E402
-from metanlp.methods import create_method  # noqa: E402
-from metanlp.methods._functional import (  # noqa: E402
-    OUTPUT_NAMES,
-    prototype_output_layer,
+from metanlp.bench.studies import Study, register_study
+from metanlp.bench.studies._common import (
+    command_line,
+    machine_description,
+    split_episodes,
+    whole_number,
+    write_section,
 )
-from metanlp.methods.base import classification_metrics  # noqa: E402
-from metanlp.methods.maml import GradientMetaLearner, Task  # noqa: E402
+from metanlp.encoders import build_encoder, mean_pool
+from metanlp.methods import create_method
+from metanlp.methods._functional import OUTPUT_NAMES, prototype_output_layer
+from metanlp.methods.base import classification_metrics
+from metanlp.methods.maml import GradientMetaLearner, Task
 
-RESULTS = ROOT / "docs" / "results_maml_speed.md"
+NAME = "maml-speed"
+DESCRIPTION = "MAML / FOMAML / ANIL meta-training speed: batched vmap vs per-task loop vs clone-and-adapt"
+
+RESULTS = "docs/results_maml_speed.md"
 SCRATCH = {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "feedforward_size": 128, "max_length": 32,
            "dropout": 0.0}
 METHODS = ("maml", "fomaml", "anil")
@@ -158,11 +156,6 @@ class CloneAndAdapt:
 # ----- the cases -------------------------------------------------------------------------------
 
 
-def sample_episodes(count: int, n_way: int, k_shot: int, n_query: int, seed: int = 0):
-    dataset = load_dataset("clinc150")
-    return EpisodeSampler.from_examples(examples_for_split(dataset, "train"), n_way, k_shot, n_query, seed=seed).take(count)
-
-
 def make_method(name: str, encoder, meta_batch: int, encoder_in_loop: bool) -> GradientMetaLearner:
     torch.manual_seed(0)
     # lr 1e-7: every repeat times (nearly) the same computation; the speed does not depend on it.
@@ -238,17 +231,6 @@ def time_interleaved(steps: dict[str, Callable], next_batch, repeats: int, warmu
     return samples
 
 
-def cpu_description() -> str:
-    model = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def describe(samples: list[float], meta_batch: int) -> tuple[float, float, float]:
     """Median episodes/s and the interquartile range of episodes/s."""
     rates = sorted(meta_batch / seconds for seconds in samples)
@@ -256,22 +238,25 @@ def describe(samples: list[float], meta_batch: int) -> tuple[float, float, float
     return statistics.median(rates), quartiles[0], quartiles[2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=20, help="timed outer steps per implementation and cell")
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=whole_number(2), default=20,
+                        help="timed outer steps per implementation and cell (at least 2: the table shows an "
+                        "interquartile range)")
     parser.add_argument("--meta-batches", default="4,16")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--k-shot", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only; leave the results file alone")
-    args = parser.parse_args()
-    if args.repeats < 2:
-        parser.error("--repeats must be at least 2 (the table shows an interquartile range)")
-    torch.set_num_threads(args.threads)
+    parser.add_argument("--report", default=RESULTS, help="the results file whose section is rewritten")
+
+
+def measure(args: argparse.Namespace) -> tuple[list[tuple], list[tuple]]:
+    """(timing rows (case, method, meta-batch, {implementation: (median, q1, q3) episodes/s}),
+    gradient checks (case, method, largest relative difference))."""
     meta_batches = [int(value) for value in args.meta_batches.split(",")]
-    episodes = sample_episodes(max(meta_batches) * 4, 5, args.k_shot, 5)
+    episodes = split_episodes("clinc150", "train", 5, args.k_shot, 5, max(meta_batches) * 4, seed=0)
     cases = [("frozen MiniLM features", build_encoder("minilm"), False),
              ("encoder in the inner loop (scratch, top layer)", build_encoder("scratch", **SCRATCH), True)]
-
     rows, checks = [], []
     for case, encoder, encoder_in_loop in cases:
         if not encoder_in_loop:  # embed every sentence once: the frozen case times meta-training, not MiniLM
@@ -287,7 +272,12 @@ def main() -> None:
                 rows.append((case, name, meta_batch, described))
                 print(case, name, meta_batch, {label: round(value[0], 1) for label, value in described.items()},
                       flush=True)
+    return rows, checks
 
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    rows, checks = measure(args)
     lines = ["| case | method | meta-batch | batched (vmap) ep/s | per-task loop ep/s | clone-and-adapt ep/s "
              "| batched / per-task | batched / clone |", "|---|---|---|---|---|---|---|---|"]
     for case, name, meta_batch, described in rows:
@@ -297,29 +287,26 @@ def main() -> None:
                      f"| {batched / clone:.2f}× |")
     table = "\n".join(lines)
     check_lines = "\n".join(f"- {case}, {name}: largest ‖Δ‖/‖g‖ = {worst:.1e}" for case, name, worst in checks)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    machine = (f"{cpu_description()}, torch {torch.__version__}, {args.threads} torch thread(s), "
-               f"Python {platform.python_version()}, load average {load:.1f} at the end of the run")
-    command = "python benchmarks/bench_maml_speed.py" + (f" --repeats {args.repeats}" if args.repeats != 20 else "")
     section = (
-        f"Produced by `{command}` (meta-batches {args.meta_batches}). CLINC150 meta-train episodes, 5-way "
-        f"{args.k_shot}-shot, 5 queries per class; each method on its defaults (5 inner steps, γ/β body, Proto-MAML "
-        "init) except the meta-batch shown and an outer lr of 1e-7 (every repeat times the same work). Frozen case: MiniLM "
-        "sentence features embedded once before timing, so the rows time meta-training only. Encoder case: a "
+        f"Produced by `{command_line(NAME, args, add_arguments)}` (meta-batches {args.meta_batches}). "
+        f"CLINC150 meta-train episodes, 5-way {args.k_shot}-shot, 5 queries per class; each method on its defaults "
+        "(5 inner steps, γ/β body, Proto-MAML init) except the meta-batch shown and an outer lr of 1e-7 (every "
+        "repeat times the same work). Frozen case: MiniLM sentence features embedded once before timing, so the "
+        "rows time meta-training only. Encoder case: a "
         f"from-scratch encoder ({SCRATCH['num_layers']} layers, width {SCRATCH['hidden_size']}, dropout 0), "
         "`finetune=top`. Episodes per second of meta-training = meta-batch / seconds per outer step, "
         f"median over {args.repeats} outer steps per cell (interquartile range in brackets) after 3 warm-up "
         "steps; the three implementations ran alternately on the same meta-batches.\n\n"
-        f"Machine: {machine}.\n\n{table}\n\n"
+        f"Machine: {machine_description()} at the end of the run.\n\n{table}\n\n"
         "Same meta-gradient before timing (float32, one meta-batch of 4; ‖g_other − g_batched‖ / ‖g_batched‖ over "
         "all meta-parameters, the larger of per-task and clone-and-adapt):\n\n"
         f"{check_lines}"
     )
     print(table)
     if not args.no_write:
-        replace_section(RESULTS, "bench_maml_speed", "Meta-training speed: batched vs per-task vs clone-and-adapt", section)
+        write_section(args.report, "bench_maml_speed", "Meta-training speed: batched vs per-task vs clone-and-adapt",
+                      section)
+    return 0
 
 
-
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))

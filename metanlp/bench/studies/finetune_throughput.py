@@ -1,7 +1,7 @@
 """MiniLM full fine-tuning throughput (tokens/s) and its share of the device's peak FLOP/s.
 
-    python benchmarks/bench_finetune_throughput.py --device cuda --batch-size 128 --seq-len 128
-    python benchmarks/bench_finetune_throughput.py --device cpu --batch-size 8 --seq-len 32 --steps 3
+    python -m metanlp bench finetune-throughput --device cuda --batch-size 128 --seq-len 128
+    python -m metanlp bench finetune-throughput --device cpu --batch-size 8 --seq-len 32 --steps 3
 
 FLOPs per trained token ≈ 6·N (N = non-embedding parameters: forward 2N, backward 4N) plus
 12·L·S·d for attention scores and mixing (Kaplan et al. 2020; Chowdhery et al. 2022, App. B).
@@ -12,19 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from metanlp.bench.studies import Study, register_study
+from metanlp.data.registry import load_dataset
+from metanlp.device import describe_device, precision_context, resolve_device
+from metanlp.encoders import build_encoder
+from metanlp.encoders.base import mean_pool
 
-from metanlp.data.registry import load_dataset  # noqa: E402
-from metanlp.device import describe_device, precision_context, resolve_device  # noqa: E402
-from metanlp.encoders import build_encoder  # noqa: E402
-from metanlp.encoders.base import mean_pool  # noqa: E402
+NAME = "finetune-throughput"
+DESCRIPTION = "MiniLM full fine-tuning throughput (tokens/s) and its share of the device's peak FLOP/s"
 
 H200_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H200 SXM datasheet, dense BF16 tensor-core peak
 
@@ -34,8 +34,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=128)
@@ -44,8 +43,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
 
+
+def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     encoder = build_encoder("minilm", max_length=args.seq_len).to(device)
     encoder.set_trainable_layers(None)
@@ -103,7 +103,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+STUDY = register_study(Study(NAME, DESCRIPTION, add_arguments, run, __doc__))
