@@ -186,6 +186,8 @@ def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     bench.add_argument("--report", default="docs/results.md", help="results file whose bench section is rewritten")
     bench.add_argument("--no-report", action="store_true", help="only fill the store")
+    bench.add_argument("--report-only", action="store_true", help="compute nothing: write the report from the cells "
+                       "already finished in the store (saying how many of the command's cells are missing)")
     bench.add_argument(
         "--option", action="append", type=parse_option, default=[], metavar="METHOD.KEY=VALUE",
         help="a method option for the bench cells of that method, e.g. maml.head_hidden=128 (repeatable)",
@@ -532,11 +534,9 @@ def bench_command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def command_bench(args: argparse.Namespace) -> int:
-    from metanlp.bench.plan import BenchSettings, bench_note, cell_names, quick_settings
-    from metanlp.bench.report import write_report
-    from metanlp.bench.runner import run_bench
-    from metanlp.runs import RunStore
+def bench_settings_from_args(args: argparse.Namespace):
+    """The ``BenchSettings`` a ``bench`` command line asks for (``ConfigError`` naming a bad option)."""
+    from metanlp.bench.plan import BenchSettings, quick_settings
 
     try:
         shots = csv_list(args.shots, int)
@@ -560,10 +560,33 @@ def command_bench(args: argparse.Namespace) -> int:
     unknown = sorted(set(method_options) - set(settings.resolved_methods()))
     if unknown:
         raise ConfigError(f"--option names method(s) not in this bench: {', '.join(unknown)}")
+    return settings
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    from metanlp.bench.plan import bench_note, cell_names
+    from metanlp.bench.report import write_report
+    from metanlp.bench.runner import finished_cells, run_bench
+    from metanlp.runs import RunStore
+
+    settings = bench_settings_from_args(args)
     section = args.section or ("bench-quick" if args.quick else "bench")
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", section):
         raise ConfigError(f"--section must be a short name of lowercase letters, digits, '-' or '_', got {section!r}")
     store = RunStore(args.runs_dir)
+    if args.report_only:
+        if args.no_report:
+            raise ConfigError("--report-only and --no-report together would do nothing")
+        wanted = cell_names(settings)
+        finished = len(wanted & set(finished_cells(store)))
+        note = bench_note(settings, bench_command(args))
+        if finished < len(wanted):
+            note += (f" **Partial: {finished} of {len(wanted)} cells have finished so far**; the others are missing "
+                     "from the tables (rerun the command without --report-only to compute them; finished cells are reused).")
+        heading = "Bench: quick smoke check" if args.quick else "Bench: every method on the same episodes"
+        path = write_report(store, Path(args.report), note, wanted, section, heading)
+        print(f"{finished} of {len(wanted)} cells finished; results written to {path}")
+        return 0
     bar = None
     if not args.no_progress:
         from tqdm import tqdm

@@ -6,6 +6,7 @@ import streamlit as st
 from metanlp.bench import bench_results
 from metanlp.bench.results import bench_runs, paired_runs
 from metanlp.dashboard import state
+from metanlp.dashboard.access import write_access
 from metanlp.dashboard.leaderboard import (
     accuracy_bars,
     bench_settings,
@@ -13,6 +14,7 @@ from metanlp.dashboard.leaderboard import (
     leaderboard_table,
     paired_sentence,
 )
+from metanlp.dashboard.quick_bench import quick_bench_status, start_quick_bench
 from metanlp.dashboard.text import plain_markdown
 from metanlp.evaluation import EpisodeMismatch
 from metanlp.runs import RunStore
@@ -32,9 +34,41 @@ def load_results(root: str, finished_runs: tuple[str, ...]) -> pd.DataFrame:
     return bench_results(RunStore(root))
 
 
+def quick_bench_progress() -> None:
+    """While the quick bench runs: how far it is; when it ends, the page reloads with its results."""
+    status = quick_bench_status(store.root)
+    if status.running:
+        st.progress(status.done / max(status.total, 1),
+                    text=f"Quick bench running: {status.done} of {status.total} methods done…")
+    else:
+        st.rerun(scope="app")
+
+
+def quick_bench_panel() -> None:
+    """Start the quick bench from here (every method on one small task, in the background)."""
+    status = quick_bench_status(store.root)
+    if status.running:
+        st.fragment(run_every=2.0)(quick_bench_progress)()
+        return
+    if status.log_tail and status.done < status.total:
+        with st.expander("The last quick bench stopped before it finished; its last lines"):
+            st.code(status.log_tail, language=None)
+    st.caption(
+        f"A quick bench runs {status.total} methods (all but domain adaptation, which needs a target domain) on "
+        "CLINC150 5-way 1-shot with 10 meta-training steps and "
+        "30 test episodes each (a smoke check, not a measurement): a few minutes on a laptop CPU, in the background. "
+        "The full bench is `python -m metanlp bench` in a terminal."
+    )
+    if st.button("Run a quick bench here", icon=":material/play_arrow:",
+                 disabled=not write_access("start a quick bench")):
+        start_quick_bench(store.root)
+        st.rerun()
+
+
 results = load_results(str(store.root), tuple(sorted(run.id for run in bench_runs(store))))
 if results.empty:
-    st.info("No bench results yet. Run `python -m metanlp bench --quick` in a terminal, then reload this page.")
+    st.info("No bench results in this runs folder yet.")
+    quick_bench_panel()
     st.stop()
 
 settings = bench_settings(results)

@@ -313,3 +313,20 @@ def test_the_command_line_names_class_splits_per_dataset():
     assert parse_splits("fewrel=default") == ("fewrel", ())
     with pytest.raises(argparse.ArgumentTypeError, match="DATASET=IDS"):
         parse_splits("fewrel")
+
+
+def test_report_only_writes_what_has_finished_and_says_what_is_missing(tmp_path, capsys):
+    from metanlp.cli import main
+
+    runs, report = str(tmp_path / "runs"), tmp_path / "results.md"
+    common = ["bench", "--quick", "--methods", "protonet,finetune", "--datasets", "clinc150", "--shots", "1",
+              "--encoder", "scratch", "--device", "cpu", "--runs-dir", runs, "--no-progress"]
+    assert main([*common, "--report-only", "--report", str(report)]) == 0
+    assert "0 of 2 cells finished" in capsys.readouterr().out
+    assert "No bench results in the store yet" in report.read_text()
+    assert main(["bench", "--quick", "--methods", "protonet", "--datasets", "clinc150", "--shots", "1", "--encoder",
+                 "scratch", "--device", "cpu", "--runs-dir", runs, "--no-progress", "--no-report"]) == 0
+    assert main([*common, "--report-only", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "Partial: 1 of 2 cells" in text and "| Prototypical Networks |" in text
+    assert main([*common, "--report-only", "--no-report"]) == 2  # nothing to do: refused clearly
