@@ -186,6 +186,8 @@ def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     bench.add_argument("--report", default="docs/results.md", help="results file whose bench section is rewritten")
     bench.add_argument("--no-report", action="store_true", help="only fill the store")
+    bench.add_argument("--export-results", metavar="FILE", help="also write the command's pooled rows as JSON "
+                       "(what the Leaderboard shows before a user has bench results of their own)")
     bench.add_argument("--report-only", action="store_true", help="compute nothing: write the report from the cells "
                        "already finished in the store (saying how many of the command's cells are missing)")
     bench.add_argument(
@@ -586,6 +588,7 @@ def command_bench(args: argparse.Namespace) -> int:
         heading = "Bench: quick smoke check" if args.quick else "Bench: every method on the same episodes"
         path = write_report(store, Path(args.report), note, wanted, section, heading)
         print(f"{finished} of {len(wanted)} cells finished; results written to {path}")
+        export_bench_results(args, store, wanted, note)
         return 0
     bar = None
     if not args.no_progress:
@@ -616,7 +619,20 @@ def command_bench(args: argparse.Namespace) -> int:
         heading = "Bench: quick smoke check" if args.quick else "Bench: every method on the same episodes"
         path = write_report(store, Path(args.report), note, cell_names(settings), section, heading)
         print(f"results written to {path}")
+    export_bench_results(args, store, cell_names(settings), bench_note(settings, bench_command(args)))
     return 1 if report.failed else 0
+
+
+def export_bench_results(args: argparse.Namespace, store, cells: set[str], note: str) -> None:
+    """``--export-results FILE``: the command's pooled rows with the command and the machine."""
+    if not args.export_results:
+        return
+    from metanlp.bench.results import bench_results, export_results
+    from metanlp.bench.studies._common import machine_description
+
+    path = export_results(bench_results(store, cells), args.export_results, bench_command(args),
+                          machine_description(), note)
+    print(f"results exported to {path}")
 
 
 COMMANDS = {

@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from metanlp.bench import bench_results
-from metanlp.bench.results import bench_runs, paired_runs
+from metanlp.bench.results import bench_runs, load_exported_results, paired_runs
 from metanlp.dashboard import state
 from metanlp.dashboard.access import write_access
 from metanlp.dashboard.leaderboard import (
+    SHIPPED_RESULTS,
     accuracy_bars,
     bench_settings,
     filter_results,
@@ -66,10 +67,20 @@ def quick_bench_panel() -> None:
 
 
 results = load_results(str(store.root), tuple(sorted(run.id for run in bench_runs(store))))
+shipped = None
 if results.empty:
     st.info("No bench results in this runs folder yet.")
     quick_bench_panel()
-    st.stop()
+    shipped = load_exported_results(SHIPPED_RESULTS)
+    if shipped is None:
+        st.stop()
+    results, about = shipped
+    st.subheader("Results shipped with metanlp")
+    st.caption(plain_markdown(
+        f"Measured by the project with: {about['command']}, on {about['machine']} (details in docs/results.md). "
+        "Your own bench results replace them here. Pair-by-pair comparisons need every episode's result, so they "
+        "appear once you run a bench yourself."
+    ))
 
 settings = bench_settings(results)
 setting = st.selectbox(
@@ -91,6 +102,9 @@ st.caption(
     "paired difference with Prototypical Networks on the same episodes."
 )
 st.plotly_chart(accuracy_bars(shown), width="stretch")
+
+if shipped is not None:
+    st.stop()
 
 st.subheader("Paired comparison")
 st.caption(

@@ -44,3 +44,34 @@ def test_an_empty_leaderboard_offers_the_quick_bench(runs_dir, monkeypatch):
     app.run()
     assert_no_exception(app)
     assert len(started) == 1
+
+
+def test_the_leaderboard_shows_shipped_results_until_there_are_own_ones(runs_dir, tmp_path, monkeypatch):
+    """The project's exported rows fill an empty Leaderboard (no paired comparison); a user's own bench replaces them."""
+    from metanlp.bench import run_bench
+    from metanlp.bench.results import bench_results, export_results, load_exported_results
+    from metanlp.dashboard import leaderboard as leaderboard_module
+    from metanlp.runs import RunStore
+    from tests.test_bench import tiny_settings
+
+    source = RunStore(tmp_path / "project-runs")
+    run_bench(tiny_settings(), source)
+    shipped = tmp_path / "shipped.json"
+    export_results(bench_results(source), shipped, "python -m metanlp bench --tiny", "a test machine")
+    rows, about = load_exported_results(shipped)
+    assert set(rows["title"]) == set(bench_results(source)["title"]) and about["machine"] == "a test machine"
+    monkeypatch.setattr(leaderboard_module, "SHIPPED_RESULTS", shipped)
+
+    app = leaderboard()
+    app.run()
+    assert_no_exception(app)
+    assert any("Results shipped with metanlp" in header.value for header in app.subheader)
+    assert any("Prototypical Networks" in set(frame.value["method"]) for frame in app.dataframe)
+    assert not any("Paired comparison" in header.value for header in app.subheader)
+
+    run_bench(tiny_settings(), RunStore(runs_dir))  # the user's own bench
+    app = leaderboard()
+    app.run()
+    assert_no_exception(app)
+    assert not any("Results shipped" in header.value for header in app.subheader)
+    assert any("Paired comparison" in header.value for header in app.subheader)

@@ -10,9 +10,11 @@ ProtoNet episode by episode on the identical episodes (checked by content hash).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -303,3 +305,35 @@ def bench_results(store: RunStore, cells: Collection[str] | None = None) -> pd.D
     return result.sort_values(
         ["dataset", "k_shot", "split", "accuracy"], ascending=[True, True, True, False]
     ).reset_index(drop=True)
+
+
+SHIPPED_FORMAT = "metanlp-bench-results-1"
+
+
+def export_results(results: pd.DataFrame, path: str | Path, command: str, machine: str, note: str = "") -> Path:
+    """Write pooled bench rows as JSON (no run ids: they belong to one store) with how they were measured."""
+    rows = results.drop(columns=["run_id", "run_ids"]).to_dict(orient="records")
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                row[key] = None
+            elif isinstance(value, tuple):
+                row[key] = list(value)
+    path = Path(path)
+    path.write_text(json.dumps({"format": SHIPPED_FORMAT, "command": command, "machine": machine, "note": note,
+                                "rows": rows}, indent=1, default=str), encoding="utf-8")
+    return path
+
+
+def load_exported_results(path: str | Path) -> tuple[pd.DataFrame, dict] | None:
+    """Rows and description of ``export_results`` output; None when the file is missing or not one."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(content, dict) or content.get("format") != SHIPPED_FORMAT or not content.get("rows"):
+        return None
+    frame = pd.DataFrame(content["rows"])
+    frame["run_id"], frame["run_ids"] = "", [() for _ in range(len(frame))]
+    frame = frame.reindex(columns=COLUMNS)
+    return frame, {key: content.get(key, "") for key in ("command", "machine", "note")}
