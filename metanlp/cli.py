@@ -153,6 +153,26 @@ def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--run", help="evaluate the learned state of this stored run (its id)")
     evaluate.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
 
+    sweep = commands.add_parser(
+        "sweep", help="tune a method's options with Optuna; trials are runs scored on validation classes",
+        description="Tune a method's options with Optuna (TPE sampler, median pruning). Every trial is an ordinary "
+        "run (tagged sweep:NAME on the Runs page) scored by its accuracy on meta-validation classes, never test "
+        "classes; the best configuration is then evaluated once on the saved test episodes. The study is kept "
+        "beside the run store: the same command resumes an interrupted sweep.",
+    )
+    add_task_arguments(sweep)
+    add_method_arguments(sweep)
+    sweep.add_argument("--trials", type=int, default=20, help="trials to run" + DEFAULT)
+    sweep.add_argument("--parallel", type=int, default=1, help="trials running at once (worker processes)" + DEFAULT)
+    sweep.add_argument("--steps", type=int, default=200, help="meta-training steps of each trial" + DEFAULT)
+    sweep.add_argument("--val-episodes", type=int, default=30, help="validation episodes scoring a trial" + DEFAULT)
+    sweep.add_argument(
+        "--param", action="append", default=[], metavar="NAME=LOW:HIGH[:log] or NAME=A|B",
+        help="a dimension of the search space (repeatable; default: the method's own default space)",
+    )
+    sweep.add_argument("--name", dest="sweep_name", help="the sweep's name (default: method-dataset-Nway-Kshot); reuse it to resume")
+    sweep.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
+
     retry = commands.add_parser("retry", help="run a failed or cancelled run again, as a new run (exit 0 when it finishes)")
     retry.add_argument("run_id", help="the run to retry (its id, as the Runs page and 'train' show it)")
     retry.add_argument("--resume", action="store_true", help="start from the run's last checkpoint, continuing "
@@ -409,6 +429,55 @@ def command_train(args: argparse.Namespace) -> int:
     return execute_and_report(store, run_id, config, args, said_up_front(config, dataset, warnings))
 
 
+def command_sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) an Optuna sweep over a method's options; prints the trials and the best configuration."""
+    from metanlp.runs import RunStore
+    from metanlp.runs.manager import RunManager, check_run_config
+    from metanlp.sweeps.runner import SweepSpec, check_sweep, run_sweep, trials_table
+    from metanlp.sweeps.space import parse_param, search_space
+
+    base = check_run_config(config_from_args(args, args.steps))
+    space = search_space(base.method, [parse_param(text) for text in args.param])
+    name = args.sweep_name or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{base.method}-{dataset_label(base)}-{base.n_way}way-{base.k_shot}shot")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}", name):
+        raise ConfigError(f"--name must be letters, digits, '.', '_' or '-', got {name!r}")
+    spec = SweepSpec(name=name, base=base, space=space, trials=args.trials, parallel=args.parallel,
+                     test_episodes=args.episodes, val_episodes=args.val_episodes, sampler_seed=args.seed)
+    check_sweep(spec)
+    store = RunStore(args.runs_dir)
+    print(f"sweep {name}: {args.trials} trials over {', '.join(param.describe() for param in space)}; "
+          f"study in {store.root}", file=sys.stderr)
+    said: set[int] = set()
+
+    def progress(study, runs) -> None:
+        for row in trials_table(study):
+            if row["state"] != "running" and row["trial"] not in said:
+                said.add(row["trial"])
+                value = row["validation accuracy"]
+                score = f"{100 * value:.2f}%" if value is not None else row["state"]
+                options = ", ".join(f"{param.name}={row.get(param.name)!r}" for param in space)
+                print(f"trial {row['trial']}: {score} ({options}) run {row['run']}", file=sys.stderr, flush=True)
+
+    preload = (base.encoder,) if base.encoder == "minilm" else ()
+    with RunManager(store, max_concurrent=args.parallel, preload=preload) as manager:
+        outcome = run_sweep(spec, store, manager, on_progress=progress)
+    completed = [row for row in trials_table(outcome.study) if row["state"] == "complete"]
+    if not completed:
+        print("error: no trial completed", file=sys.stderr)
+        return 1
+    best = outcome.study.best_trial
+    print(f"best: trial {best.number}, validation accuracy {100 * best.value:.2f}%, "
+          + ", ".join(f"{key}={value!r}" for key, value in best.params.items()))
+    if outcome.best_run:
+        record = store.get_run(outcome.best_run)
+        if record.evaluation:
+            print(f"best configuration on {record.evaluation['episodes']} test episodes (run {record.id}): "
+                  f"{100 * record.evaluation['mean_accuracy']:.2f} ± {100 * record.evaluation['ci95']:.2f}%")
+        else:
+            print(f"the best configuration's test run {record.id} {record.status}: {record.error or ''}")
+    return 0
+
+
 def command_retry(args: argparse.Namespace) -> int:
     """Run a failed or cancelled run again as a new run (from its last checkpoint with --resume)."""
     import os
@@ -642,6 +711,7 @@ COMMANDS = {
     "episodes": command_episodes,
     "train": command_train,
     "retry": command_retry,
+    "sweep": command_sweep,
     "evaluate": command_evaluate,
     "doctor": command_doctor,
 }

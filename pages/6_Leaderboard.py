@@ -69,7 +69,8 @@ def quick_bench_panel() -> None:
 results = load_results(str(store.root), tuple(sorted(run.id for run in bench_runs(store))))
 shipped = None
 if results.empty:
-    st.info("No bench results in this runs folder yet.")
+    st.info("No bench results in this runs folder yet: run a quick bench below, or `python -m metanlp bench` "
+            "in a terminal for the full one.")
     quick_bench_panel()
     shipped = load_exported_results(SHIPPED_RESULTS)
     if shipped is None:

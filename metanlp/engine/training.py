@@ -112,6 +112,8 @@ def evaluation_episodes(dataset: TextDataset, config: RunConfig) -> list[Episode
     if config.episodes_file:
         episodes, _ = load_episodes(config.episodes_file)
         return episodes
+    if not config.eval_episodes:  # e.g. a sweep's trial: the test classes are not even sampled from
+        return []
     return make_sampler(dataset, "test", config, config.eval_seed).take(config.eval_episodes)
 
 
@@ -213,8 +215,7 @@ def run_training(
     first_step = 1
     if resume is not None and steps:
         restore_state(method, resume.checkpoint, owner=f"the checkpoint to resume from ({resume.checkpoint})")
-        for _ in range(min(resume.step, steps)):  # the episodes the interrupted run had trained on
-            train_sampler.sample()
+        train_sampler.take(min(resume.step, steps))  # skip the episodes the interrupted run had trained on
         first_step = min(resume.step, steps) + 1
         emit({"event": "resumed", "step": first_step - 1, "checkpoint": resume.checkpoint})
     meta_learned = method.meta_learned_parameter_count()
