@@ -24,6 +24,7 @@ ICONS = {
     "Live adaptation": ":material/bolt:",
     "Episodes": ":material/scatter_plot:",
     "Leaderboard": ":material/leaderboard:",
+    "Sweep": ":material/tune:",
 }
 
 
