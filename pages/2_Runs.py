@@ -4,7 +4,7 @@ import streamlit as st
 
 from metanlp.dashboard import state
 from metanlp.dashboard.access import write_access
-from metanlp.dashboard.charts import training_curves
+from metanlp.dashboard.charts import WALL_CLOCK, training_curves
 from metanlp.dashboard.run_view import (
     STATUS_ICONS,
     change_tags,
@@ -69,11 +69,18 @@ selected = st.multiselect(
     key=state.SELECTED_RUNS,
     **WRAP_TAGS,
 )
+chart_options = st.columns(4)
 smoothing = int(
-    st.columns(4)[0].number_input(
+    chart_options[0].number_input(
         "Running mean (steps)", 0, 1000, 10, key=state.RUNS_SMOOTHING,
         help="Each step is one random episode, so raw curves are noisy; 0 or 1 draws them as they are.",
     )
+)
+x_axis = chart_options[1].radio(
+    "x-axis", ["step", WALL_CLOCK], horizontal=True, key="runs_x_axis",
+    format_func={"step": "training step", WALL_CLOCK: "wall-clock seconds"}.get,
+    help="Wall-clock time compares runs whose steps cost differently (e.g. a larger encoder); inner-loop points "
+    "have no time of their own and are left out.",
 )
 
 
@@ -165,7 +172,7 @@ def live_view(run_ids: list[str], interval: float | None) -> None:
     curves = {run_label(record): metrics[record.id] for record in shown}
     checks = {run_label(record): store.validation(record.id) for record in shown}
     if any(not frame.empty for frame in curves.values()):
-        st.plotly_chart(training_curves(curves, checks, smoothing), key="training_curves")
+        st.plotly_chart(training_curves(curves, checks, smoothing, x_axis), key="training_curves")
         tiles = latest_values(metrics[shown[0].id])
         if tiles and len(shown) == 1:
             columns = st.columns(4)

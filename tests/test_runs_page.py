@@ -232,3 +232,22 @@ def test_two_runs_are_compared_by_the_settings_that_differ(runs_dir):
     assert_no_exception(app)
     shown = [frame.value for frame in app.dataframe]
     assert any(list(frame["setting"]) == ["k_shot", "option: distance"] for frame in shown if "setting" in frame)
+
+
+def test_curves_can_be_drawn_against_wall_clock_seconds(runs_dir):
+    from metanlp.dashboard.charts import WALL_CLOCK, training_curves
+
+    store, run_id = add_finished_run(runs_dir, steps=4)  # step k at 0.1·k seconds
+    store.add_events(run_id, [{"event": "validation", "step": 2, "query_accuracy": 0.5, "ci95": 0.1}])
+    figure = training_curves({"run": store.metrics(run_id)}, {"run": store.validation(run_id)}, 0, WALL_CLOCK)
+    query = next(trace for trace in figure.data if trace.name == "query loss")
+    assert list(query.x) == [0.1, 0.2, 0.3, 0.4] and figure.layout.xaxis.title.text == "seconds since the run started"
+    validation = next(trace for trace in figure.data if trace.name == "validation accuracy")
+    assert list(validation.x) == [0.2]  # the time of the step it follows
+    app = page_test("runs")
+    app.query_params["run"] = [run_id]
+    app.run()
+    app.radio(key="runs_x_axis").set_value(WALL_CLOCK).run()
+    assert_no_exception(app)
+    spec = chart(app)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "seconds since the run started"

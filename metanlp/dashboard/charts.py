@@ -82,10 +82,11 @@ class _CurveDrawer:
     """
 
     def __init__(
-        self, figure: go.Figure, label: str, index: int, single: bool, smoothing: int, styles: dict[str, dict]
+        self, figure: go.Figure, label: str, index: int, single: bool, smoothing: int, styles: dict[str, dict],
+        x_name: str = "step",
     ) -> None:
         self.figure, self.label, self.index, self.single = figure, label, index, single
-        self.smoothing, self.styles = smoothing, styles
+        self.smoothing, self.styles, self.x_name = smoothing, styles, x_name
         self.prefix = "" if single else f"{plot_text(label)}: "
 
     def color(self, metric: str) -> str:
@@ -130,7 +131,7 @@ class _CurveDrawer:
                 showlegend=self.single and not smooth,
                 line={"color": self.color(metric), "dash": dash},
                 opacity=0.3 if smooth else 1.0,
-                hovertemplate=f"step %{{x}}<br>{title} %{{y:{number}}}<extra>{self.prefix}</extra>",
+                hovertemplate=f"{self.x_name} %{{x}}<br>{title} %{{y:{number}}}<extra>{self.prefix}</extra>",
             ),
             row=1,
             col=column,
@@ -147,7 +148,7 @@ class _CurveDrawer:
                     legendgroup=self.group(title),
                     showlegend=self.single,
                     line={"color": self.color(metric), "dash": dash, "width": 3},
-                    hovertemplate=f"step %{{x}}<br>running mean %{{y:{number}}}<extra>{self.prefix}</extra>",
+                    hovertemplate=f"{self.x_name} %{{x}}<br>running mean %{{y:{number}}}<extra>{self.prefix}</extra>",
                 ),
                 row=1,
                 col=column,
@@ -195,7 +196,7 @@ class _CurveDrawer:
                 name=f"{self.prefix}{title}",
                 legendgroup=self.group(title),
                 showlegend=self.single,
-                hovertemplate=f"step %{{x}}<br>validation %{{y:.1%}}<extra>{self.prefix}</extra>",
+                hovertemplate=f"{self.x_name} %{{x}}<br>validation %{{y:.1%}}<extra>{self.prefix}</extra>",
             ),
             row=1,
             col=2,
@@ -227,12 +228,36 @@ def _add_legend_of_runs(figure: go.Figure, labels: Sequence[tuple[int, str]], st
         )
 
 
+WALL_CLOCK = "seconds"  # training_curves' x-axis: seconds since the run started (else the outer step)
+
+
+def on_wall_clock(frame: pd.DataFrame, checks: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Metrics re-indexed by seconds since the run started (``elapsed``) instead of by step.
+
+    Inner-loop points carry no time of their own and are left out; a validation point takes the
+    time of the training step it follows.
+    """
+    if frame is None or frame.empty or "elapsed" not in frame:
+        return frame.iloc[0:0] if frame is not None else frame, None
+    outer = frame[frame["inner_step"].isna()] if "inner_step" in frame else frame
+    outer = outer[outer["elapsed"].notna()]
+    if "phase" in outer:
+        outer = outer[outer["phase"].fillna("train") != "inner"]
+    seconds = outer.groupby("step")["elapsed"].max()
+    timed = outer.assign(step=outer["elapsed"].round(2))
+    if checks is None or checks.empty:
+        return timed, checks
+    matched = checks[checks["step"].isin(seconds.index)]
+    return timed, matched.assign(step=matched["step"].map(seconds).round(2))
+
+
 def training_curves(
     runs: Mapping[str, pd.DataFrame],
     validation: Mapping[str, pd.DataFrame] | None = None,
     smoothing: int = 0,
+    x_axis: str = "step",
 ) -> go.Figure:
-    """Losses (left) and accuracies (right) against the outer step.
+    """Losses (left) and accuracies (right) against the outer step, or (``x_axis=WALL_CLOCK``) seconds.
 
     ``runs`` maps a run label to its metrics table (``RunStore.metrics``: columns step, phase,
     inner_step, support_loss, query_loss, query_accuracy, plus extra metrics such as MLM
@@ -251,15 +276,20 @@ def training_curves(
     single = len(runs) == 1
     styles: dict[str, dict] = {}
     drawn: list[tuple[int, str]] = []
+    x_name = "seconds" if x_axis == WALL_CLOCK else "step"
     for index, (label, frame) in enumerate(runs.items()):
+        checks = (validation or {}).get(label)
+        if x_axis == WALL_CLOCK:
+            frame, checks = on_wall_clock(frame, checks)
         if frame is None or frame.empty:
             continue
-        _CurveDrawer(figure, label, index, single, smoothing, styles).draw(frame, (validation or {}).get(label))
+        _CurveDrawer(figure, label, index, single, smoothing, styles, x_name).draw(frame, checks)
         drawn.append((index, label))
     if not single and drawn:
         _add_legend_of_runs(figure, drawn, styles, smoothing)
-    figure.update_xaxes(title_text="step", row=1, col=1)
-    figure.update_xaxes(title_text="step", row=1, col=2)
+    x_title = "seconds since the run started" if x_axis == WALL_CLOCK else "step"
+    figure.update_xaxes(title_text=x_title, row=1, col=1)
+    figure.update_xaxes(title_text=x_title, row=1, col=2)
     figure.update_yaxes(title_text="cross-entropy", row=1, col=1)
     figure.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
     legend_rows = -(-len([trace for trace in figure.data if trace.showlegend]) // 3)  # about 3 entries a row
