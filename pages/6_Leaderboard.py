@@ -82,6 +82,9 @@ if results.empty:
         "Your own bench results replace them here. Pair-by-pair comparisons need every episode's result, so they "
         "appear once you run a bench yourself."
     ))
+    if about.get("note"):
+        with st.expander("How these were measured"):
+            st.markdown(plain_markdown(about["note"]))
 
 settings = bench_settings(results)
 setting = st.selectbox(

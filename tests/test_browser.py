@@ -103,6 +103,12 @@ def test_launch_watch_and_inspect_attention(tmp_path):
         no_exceptions(page)
         screenshot(page, "leaderboard")
 
+        open_page(page, server, "Sweep", "Sweep")  # no sweep yet: the form to start one
+        page.get_by_text("No sweep yet in this runs folder.").wait_for(timeout=PAGE_SECONDS * 1000)
+        page.get_by_role("button", name="Launch the sweep").wait_for(timeout=PAGE_SECONDS * 1000)
+        no_exceptions(page)
+        screenshot(page, "sweep")
+
         # Offline means offline: every request of the whole tour went to the dashboard itself.
         outside = sorted({url for url in requested if not url.startswith((server.url, "data:", "blob:"))})
         assert not outside, f"requests left the machine: {outside}"
