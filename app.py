@@ -62,11 +62,24 @@ From a terminal the same runs start with `python -m metanlp train --help`.
 """
 
 
+def backend_line(manager) -> str:
+    """Where runs execute: the local worker processes, or a Ray cluster with its nodes, CPUs and GPUs."""
+    if manager.backend == "ray":
+        from metanlp.runs.ray_backend import cluster_summary
+
+        cluster = cluster_summary()
+        return (f"Runs execute on a Ray cluster: {cluster['nodes']} node(s), {cluster['cpus']} CPU(s), "
+                f"{cluster['gpus']} GPU(s); at most {manager.max_concurrent} at once.")
+    return (f"Runs execute in local worker processes, at most {manager.max_concurrent} at once "
+            "(METANLP_BACKEND=ray runs them on a Ray cluster; see the README).")
+
+
 def home() -> None:
     state.run_manager()  # start the workers now: they import torch and warm up while the user reads
     st.title("metanlp: few-shot NLP with transfer learning and meta-learning")
     st.markdown(INTRODUCTION)
     st.info(f"Device in use: **{describe_device(resolve_device('auto'))}**", icon=":material/memory:")
+    st.caption(backend_line(state.run_manager()))
 
     st.subheader("Quick start")
     st.markdown(QUICK_START)

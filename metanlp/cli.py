@@ -170,6 +170,8 @@ def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
         "--param", action="append", default=[], metavar="NAME=LOW:HIGH[:log] or NAME=A|B",
         help="a dimension of the search space (repeatable; default: the method's own default space)",
     )
+    sweep.add_argument("--backend", choices=["local", "ray"], help="where trials execute (default: $METANLP_BACKEND, "
+                       "else ray when $RAY_ADDRESS is set, else local worker processes)")
     sweep.add_argument("--name", dest="sweep_name", help="the sweep's name (default: method-dataset-Nway-Kshot); reuse it to resume")
     sweep.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
 
@@ -459,7 +461,7 @@ def command_sweep(args: argparse.Namespace) -> int:
                 print(f"trial {row['trial']}: {score} ({options}) run {row['run']}", file=sys.stderr, flush=True)
 
     preload = (base.encoder,) if base.encoder == "minilm" else ()
-    with RunManager(store, max_concurrent=args.parallel, preload=preload) as manager:
+    with RunManager(store, max_concurrent=args.parallel, preload=preload, backend=args.backend) as manager:
         outcome = run_sweep(spec, store, manager, on_progress=progress)
     completed = [row for row in trials_table(outcome.study) if row["state"] == "complete"]
     if not completed:

@@ -40,6 +40,8 @@ from metanlp.runs.worker import SHUTDOWN_MESSAGE, worker_main
 log = logging.getLogger("metanlp.runs")
 
 MAX_CONCURRENT_ENV = "METANLP_MAX_CONCURRENT"
+BACKEND_ENV = "METANLP_BACKEND"
+BACKENDS = ("local", "ray")
 MONITOR_SECONDS = 0.5
 DELETE_WAIT_SECONDS = 3.0
 EARLY_DEATH_SECONDS = 30.0
@@ -63,6 +65,16 @@ def default_max_concurrent() -> int:
         except ValueError:
             raise ConfigError(f"{MAX_CONCURRENT_ENV} must be a whole number, got {configured!r}") from None
     return 2 if torch.cuda.is_available() else 1
+
+
+def default_backend() -> str:
+    """``$METANLP_BACKEND`` (local or ray); else ray when ``$RAY_ADDRESS`` names a cluster; else local."""
+    configured = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if configured:
+        if configured not in BACKENDS:
+            raise ConfigError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {configured!r}")
+        return configured
+    return "ray" if os.environ.get("RAY_ADDRESS") else "local"
 
 
 def threads_per_worker(max_concurrent: int) -> int | None:
@@ -164,8 +176,12 @@ class RunManager:
         preload: tuple[str, ...] | None = None,
         warm: bool = True,
         monitor_seconds: float | None = MONITOR_SECONDS,
+        backend: str | None = None,
     ) -> None:
         self.store = store
+        self.backend = default_backend() if backend is None else backend
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         self.max_concurrent = default_max_concurrent() if max_concurrent is None else max_concurrent
         if not 1 <= self.max_concurrent <= 64:
             raise ConfigError(f"max_concurrent must be between 1 and 64, got {self.max_concurrent}")
@@ -179,6 +195,11 @@ class RunManager:
         self._lock = threading.RLock()
         self._closed = False
         self._threads_per_worker = threads_per_worker(self.max_concurrent)
+        self._ray = None
+        if self.backend == "ray":  # runs execute as Ray tasks; this process stays the store's only writer
+            from metanlp.runs.ray_backend import RayDispatcher
+
+            self._ray = RayDispatcher(store, self.max_concurrent)
         self.poll()
         self._monitor_stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -227,6 +248,9 @@ class RunManager:
         """Replace dead workers (marking their runs failed) and fail runs whose process is gone."""
         with self._lock:
             if self._closed:
+                return
+            if self._ray is not None:  # Ray runs belong to this process: only other processes' runs can be orphans
+                fail_orphaned_runs(self.store, own_pids={os.getpid()})
                 return
             for slot in range(self.max_concurrent):
                 worker = self._workers.get(slot)
@@ -277,6 +301,8 @@ class RunManager:
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Block until every worker has imported torch and warmed up (True), or ``timeout`` passes."""
+        if self._ray is not None:
+            return True  # Ray's workers start with the tasks
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -304,6 +330,10 @@ class RunManager:
         self._monitor_stop.set()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join()
+        if self._ray is not None:
+            self._ray.shutdown(timeout)
+            self._hand_over_queue()
+            return
         self._stop_event.set()  # idle workers exit within 0.2 s; busy ones interrupt their run
         for worker in self._workers.values():
             if not worker.ready.is_set():  # still importing torch: it holds no run, nothing to wait for

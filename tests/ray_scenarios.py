@@ -1,0 +1,94 @@
+"""Scenarios of the Ray backend, run by tests/test_ray_backend.py inside a network namespace with loopback only.
+
+Ray binds to the machine's network address whatever it is told; in a namespace whose only
+interface is ``lo`` it can only use 127.0.0.1, so no packet of the test cluster leaves loopback.
+Prints one JSON object with what each scenario measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = str(ROOT)  # Ray's worker processes import metanlp from here
+
+import ray  # noqa: E402
+
+from metanlp.engine import RunConfig  # noqa: E402
+from metanlp.runs import RunStore, execute_run  # noqa: E402
+from metanlp.runs.manager import RunManager  # noqa: E402
+
+TINY = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "feedforward_size": 64, "max_length": 24}
+
+
+def config(**changes) -> RunConfig:
+    values = dict(method="protonet", dataset="clinc150", n_way=3, k_shot=1, n_query=2, train_steps=6, eval_episodes=3,
+                  encoder="scratch", encoder_options=TINY, device="cpu", seed=3)
+    return RunConfig(**(values | changes))
+
+
+def wait(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def main() -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    store = RunStore(Path(tempfile.mkdtemp()) / "runs")
+    report: dict = {"gcs_address": ray.get_runtime_context().gcs_address}
+
+    local = store.create_run(config(), "local", claimed_by=os.getpid())
+    execute_run(store, local)
+    with RunManager(store, max_concurrent=2, preload=(), warm=False, backend="ray") as manager:
+        remote = manager.submit(config(), name="ray")
+        wait(lambda: store.get_run(remote).status not in ("queued", "running"), 300)
+        columns = ["step", "support_loss", "query_loss", "query_accuracy"]
+        report["same_run"] = {
+            "statuses": [store.get_run(local).status, store.get_run(remote).status],
+            "local": store.metrics(local, phases=("train",))[columns].values.tolist(),
+            "ray": store.metrics(remote, phases=("train",))[columns].values.tolist(),
+            "accuracy": [store.get_run(local).evaluation["mean_accuracy"],
+                         store.get_run(remote).evaluation["mean_accuracy"]],
+            "checkpoint_loads": _loads(store, remote),
+        }
+
+        long_run = manager.submit(config(train_steps=1_000_000, eval_episodes=0), name="to cancel")
+        wait(lambda: len(store.metrics(long_run)) > 0, 300)
+        asked = time.monotonic()
+        manager.cancel(long_run)
+        wait(lambda: store.get_run(long_run).status == "cancelled", 30)
+        report["cancel"] = {"status": store.get_run(long_run).status, "seconds": time.monotonic() - asked}
+
+        doomed = manager.submit(config(train_steps=1_000_000, eval_episodes=0), name="to kill")
+        wait(lambda: len(store.metrics(doomed)) >= 2 and doomed in manager._ray.worker_pids, 300)
+        steps_before = len(store.metrics(doomed))
+        after = manager.submit(config(), name="queued after")
+        os.kill(manager._ray.worker_pids[doomed], signal.SIGKILL)
+        wait(lambda: store.get_run(doomed).status == "failed", 60)
+        wait(lambda: store.get_run(after).status not in ("queued", "running"), 300)
+        killed = store.get_run(doomed)
+        report["killed"] = {"status": killed.status, "error": killed.error, "steps_before": steps_before,
+                            "steps_kept": len(store.metrics(doomed)), "next_run": store.get_run(after).status}
+    print(json.dumps(report))
+
+
+def _loads(store: RunStore, run_id: str) -> bool:
+    from metanlp.engine.checkpoint import load_method
+
+    load_method(store.checkpoint_dir(run_id))
+    return True
+
+
+if __name__ == "__main__":
+    main()
