@@ -208,6 +208,9 @@ def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
     bench.add_argument("--runs-dir", help="the run store folder (default: $METANLP_RUNS_DIR or ./runs)")
     bench.add_argument("--report", default="docs/results.md", help="results file whose bench section is rewritten")
     bench.add_argument("--no-report", action="store_true", help="only fill the store")
+    bench.add_argument("--backend", choices=["local", "ray"], help="where cells run: in this process (local, the "
+                       "default) or as runs on a Ray cluster ($RAY_ADDRESS, else a local one), --parallel at a time")
+    bench.add_argument("--parallel", type=int, default=2, help="with --backend ray: cells running at once" + DEFAULT)
     bench.add_argument("--export-results", metavar="FILE", help="also write the command's pooled rows as JSON "
                        "(what the Leaderboard shows before a user has bench results of their own)")
     bench.add_argument("--report-only", action="store_true", help="compute nothing: write the report from the cells "
@@ -675,7 +678,15 @@ def command_bench(args: argparse.Namespace) -> int:
 
     try:
         embedding_file = Path(args.embedding_cache) if args.embedding_cache else None
-        report = run_bench(settings, store, on_progress, embedding_file=embedding_file)
+        if args.backend == "ray":
+            from metanlp.runs.manager import RunManager
+
+            if not 1 <= args.parallel <= 256:
+                raise ConfigError(f"--parallel must be between 1 and 256, got {args.parallel}")
+            with RunManager(store, max_concurrent=args.parallel, backend="ray") as manager:
+                report = run_bench(settings, store, on_progress, executor=manager, in_flight=args.parallel)
+        else:
+            report = run_bench(settings, store, on_progress, embedding_file=embedding_file)
     finally:
         if bar is not None:
             bar.close()

@@ -80,7 +80,26 @@ def main() -> None:
         killed = store.get_run(doomed)
         report["killed"] = {"status": killed.status, "error": killed.error, "steps_before": steps_before,
                             "steps_kept": len(store.metrics(doomed)), "next_run": store.get_run(after).status}
+    report["bench"] = bench_twice()
     print(json.dumps(report))
+
+
+def bench_twice() -> dict:
+    """A small bench on Ray, then the same command again: the second reuses every finished cell."""
+    from metanlp.bench import bench_results, run_bench
+    from tests.test_bench import tiny_settings
+
+    store = RunStore(Path(tempfile.mkdtemp()) / "runs")
+    settings = tiny_settings(seeds=2)
+    with RunManager(store, max_concurrent=2, preload=(), warm=False, backend="ray") as manager:
+        first = run_bench(settings, store, executor=manager, in_flight=2)
+        second = run_bench(settings, store, executor=manager, in_flight=2)
+    local_store = RunStore(Path(tempfile.mkdtemp()) / "runs")
+    run_bench(settings, local_store)
+    on_ray, here = bench_results(store), bench_results(local_store)
+    return {"first": [len(first.computed), len(first.reused), len(first.single_run), len(first.failed)],
+            "second": [len(second.computed), len(second.reused), len(second.single_run), len(second.failed)],
+            "accuracy_ray": sorted(on_ray["accuracy"].round(6)), "accuracy_local": sorted(here["accuracy"].round(6))}
 
 
 def _loads(store: RunStore, run_id: str) -> bool:

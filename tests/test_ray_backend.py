@@ -58,6 +58,13 @@ def test_a_killed_ray_worker_fails_its_run_keeps_its_steps_and_the_queue_goes_on
     assert killed["next_run"] == "done"
 
 
+def test_a_bench_on_ray_reuses_its_finished_cells_and_scores_as_locally(scenarios):
+    bench = scenarios["bench"]
+    # [computed, reused, seeds skipped (not meta-trained), failed]: ProtoNet's 2 seeds and fine-tuning's first
+    assert bench["first"] == [3, 0, 1, 0] and bench["second"] == [0, 3, 1, 0]
+    assert bench["accuracy_ray"] == bench["accuracy_local"]  # same cells, same episodes, same numbers
+
+
 def test_the_backend_is_chosen_by_environment_and_shown_on_the_home_page(runs_dir, monkeypatch):
     from metanlp.engine.config import ConfigError
     from metanlp.runs.manager import default_backend

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from metanlp.bench.memory import PeakMemory
 from metanlp.bench.plan import BenchSettings, bench_configs, cell_name, seed_group_key
@@ -19,6 +20,7 @@ from metanlp.device import describe_device, resolve_device
 from metanlp.encoders.embedding_file import load_embeddings, save_embeddings
 from metanlp.engine import EncoderPool, RunConfig
 from metanlp.engine.training import evaluation_episodes, load_run_dataset
+from metanlp.methods.registry import would_meta_learn
 from metanlp.runs.store import RunStore
 from metanlp.runs.worker import execute_run
 
@@ -103,10 +105,16 @@ def run_cell(
         peak_memory_mb=peak.cuda_mb if peak.cuda_mb else peak.rss_mb,
         memory_kind="CUDA peak allocated" if peak.cuda_mb else "process peak RSS",
         device=describe_device(resolve_device(config.device)),
-        train_budget="fixed" if settings.train_steps is not None else "recommended",
+        train_budget=_budget(settings),
     )
     store.set_evaluation(run_id, evaluation)
     return run_id, "done"
+
+
+class CellExecutor(Protocol):
+    """Runs a bench cell elsewhere (a run manager on the Ray backend): queue it, cancel it."""
+
+    def submit(self, config: RunConfig, name: str = "") -> str: ...
 
 
 def run_bench(
@@ -115,6 +123,8 @@ def run_bench(
     on_progress: ProgressCallback | None = None,
     encoder_pool: EncoderPool | None = None,
     embedding_file: Path | None = None,
+    executor: CellExecutor | None = None,
+    in_flight: int = 1,
 ) -> BenchReport:
     """Run every cell of ``settings`` not already finished in ``store``.
 
@@ -124,6 +134,11 @@ def run_bench(
     start when it exists, written at the end), so a rerun does not embed every sentence again.
     """
     started = time.perf_counter()
+    if executor is not None:  # cells run elsewhere (Ray), ``in_flight`` at a time; the store stays here
+        report = BenchReport()
+        _run_cells_elsewhere(settings, store, executor, max(1, in_flight), report, on_progress)
+        report.seconds = time.perf_counter() - started
+        return report
     pool = encoder_pool or EncoderPool()
     frozen = None if settings.encoder == "scratch" else pool.pristine(settings.encoder, settings.encoder_options)
     loaded = load_embeddings(frozen, embedding_file) if embedding_file is not None and frozen is not None else 0
@@ -165,3 +180,69 @@ def _run_cells(
         if on_progress:
             on_progress(index + 1, len(configs), config, status)
 
+
+def _run_cells_elsewhere(
+    settings: BenchSettings, store: RunStore, executor: CellExecutor, in_flight: int, report: BenchReport,
+    on_progress: ProgressCallback | None, poll: float = 0.2,
+) -> None:
+    """Queue the cells not finished yet, ``in_flight`` at a time, and collect them as they end.
+
+    The seeds after the first of a method that does not meta-train in its configuration are not
+    run (as locally, where the first seed's run tells; here the configuration tells up front).
+    """
+    configs = bench_configs(settings)
+    finished_before = finished_cells(store)
+    running: dict[str, tuple[RunConfig, str]] = {}
+    done = 0
+
+    def collect(block: bool) -> None:
+        nonlocal done
+        while running:
+            ended = [run_id for run_id in running if store.get_run(run_id).status not in ("queued", "running")]
+            for run_id in ended:
+                config, name = running.pop(run_id)
+                record = store.get_run(run_id)
+                if record.status == "done" and record.evaluation:
+                    evaluation = dict(record.evaluation)
+                    evaluation.update(train_seconds=max(0.0, (record.duration() or 0.0) - evaluation.get("seconds", 0.0)),
+                                      device="Ray worker", train_budget=_budget(settings))
+                    store.set_evaluation(run_id, evaluation)
+                    report.computed.append(run_id)
+                    status = "done"
+                else:
+                    report.failed.append((config, record.error or record.status))
+                    status = record.status
+                done += 1
+                if on_progress:
+                    on_progress(done, len(configs), config, status)
+            if ended or not block:
+                return
+            time.sleep(poll)
+
+    for config in configs:
+        name = cell_name(config)
+        skipped = config.seed != settings.training_seeds()[0] and not _meta_trains(config)
+        if skipped or (finished := finished_before.get(name)) is not None:
+            if skipped:
+                report.single_run.append(name)
+            else:
+                report.reused.append(finished)
+            done += 1
+            if on_progress:
+                on_progress(done, len(configs), config, "one run: not meta-trained" if skipped else "reused")
+            continue
+        while len(running) >= in_flight:
+            collect(block=True)
+        config.episodes_file = str(ensure_episodes(store, config))
+        running[executor.submit(config, name=name)] = (config, name)
+        collect(block=False)
+    while running:
+        collect(block=True)
+
+
+def _meta_trains(config: RunConfig) -> bool:
+    return bool(config.train_steps) and would_meta_learn(config.method, config.method_options, config.encoder)
+
+
+def _budget(settings: BenchSettings) -> str:
+    return "fixed" if settings.train_steps is not None else "recommended"

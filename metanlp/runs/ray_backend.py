@@ -51,19 +51,25 @@ def cluster_summary() -> dict:
             "gpus": int(resources.get("GPU", 0))}
 
 
-def execute_remotely(config_dict: dict, data_file: tuple[str, bytes] | None):
-    """The Ray task (a generator): run the config here and yield its events, then its checkpoint files."""
+def execute_remotely(config_dict: dict, data_file: tuple[str, bytes] | None,
+                     episodes_file: tuple[str, bytes] | None = None):
+    """The Ray task (a generator): run the config here and yield its events, then its checkpoint files.
+
+    ``data_file`` (a user's file) and ``episodes_file`` (fixed test episodes) come as (name, bytes),
+    so the node needs nothing from the machine that queued the run.
+    """
     from metanlp.engine.checkpoint import save_method
     from metanlp.engine.training import run_training
 
     yield {"event": WORKER, "pid": os.getpid()}
     config = RunConfig.from_dict(config_dict)
     scratch = Path(tempfile.mkdtemp(prefix="metanlp-ray-"))
-    if data_file is not None:
-        name, content = data_file
-        path = scratch / Path(name).name
-        path.write_bytes(content)
-        config.data_file = str(path)
+    for carried, field in ((data_file, "data_file"), (episodes_file, "episodes_file")):
+        if carried is not None:
+            name, content = carried
+            path = scratch / f"{field}-{Path(name).name}"
+            path.write_bytes(content)
+            setattr(config, field, str(path))
     events: queue.Queue = queue.Queue()
     done = object()
     outcome: dict = {}
@@ -124,11 +130,13 @@ class RayDispatcher:
 
     def _submit(self, run_id: str):
         config = RunConfig.from_dict(self.store.get_run(run_id).config)
-        data_file = None
+        data_file = episodes_file = None
         if config.dataset == "user" and config.data_file:
             data_file = (Path(config.data_file).name, Path(config.data_file).read_bytes())
+        if config.episodes_file:
+            episodes_file = (Path(config.episodes_file).name, Path(config.episodes_file).read_bytes())
         gpus = 1 if config.device.startswith("cuda") else 0
-        return self._remote.options(num_cpus=1, num_gpus=gpus).remote(config.to_dict(), data_file)
+        return self._remote.options(num_cpus=1, num_gpus=gpus).remote(config.to_dict(), data_file, episodes_file)
 
     def _drive(self, run_id: str) -> None:
         """Follow one run's task to its end and record its final status (the store's only writer)."""
