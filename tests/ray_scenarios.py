@@ -81,6 +81,7 @@ def main() -> None:
         report["killed"] = {"status": killed.status, "error": killed.error, "steps_before": steps_before,
                             "steps_kept": len(store.metrics(doomed)), "next_run": store.get_run(after).status}
     report["bench"] = bench_twice()
+    report["sweep"] = sweep_on_ray()
     print(json.dumps(report))
 
 
@@ -100,6 +101,31 @@ def bench_twice() -> dict:
     return {"first": [len(first.computed), len(first.reused), len(first.single_run), len(first.failed)],
             "second": [len(second.computed), len(second.reused), len(second.single_run), len(second.failed)],
             "accuracy_ray": sorted(on_ray["accuracy"].round(6)), "accuracy_local": sorted(here["accuracy"].round(6))}
+
+
+def sweep_on_ray() -> dict:
+    """A few trials, two at a time on Ray: every trial ends and the best one is tested once."""
+    import dataclasses
+
+    from optuna.trial import TrialState
+
+    from metanlp.sweeps.runner import run_sweep
+    from tests.test_sweeps import spec
+
+    store = RunStore(Path(tempfile.mkdtemp()) / "runs")
+    with RunManager(store, max_concurrent=2, preload=(), warm=False, backend="ray") as manager:
+        outcome = run_sweep(dataclasses.replace(spec("on-ray"), trials=4, parallel=2), store, manager, poll=0.2)
+    states = [trial.state for trial in outcome.study.trials]
+    overlapping = _overlapping([store.get_run(run_id) for run_id in outcome.trial_runs.values()])
+    return {"trials": len(states), "ended": sum(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states),
+            "best_status": store.get_run(outcome.best_run).status if outcome.best_run else None,
+            "overlapping": overlapping}
+
+
+def _overlapping(records) -> bool:
+    """Did two trial runs run at the same time (the sweep's parallelism on Ray)?"""
+    spans = sorted((record.started_at, record.finished_at) for record in records if record.started_at)
+    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
 def _loads(store: RunStore, run_id: str) -> bool:

@@ -65,6 +65,11 @@ def test_a_bench_on_ray_reuses_its_finished_cells_and_scores_as_locally(scenario
     assert bench["accuracy_ray"] == bench["accuracy_local"]  # same cells, same episodes, same numbers
 
 
+def test_a_sweep_runs_its_trials_concurrently_on_ray(scenarios):
+    sweep = scenarios["sweep"]
+    assert sweep["trials"] == sweep["ended"] == 4 and sweep["best_status"] == "done" and sweep["overlapping"]
+
+
 def test_the_backend_is_chosen_by_environment_and_shown_on_the_home_page(runs_dir, monkeypatch):
     from metanlp.engine.config import ConfigError
     from metanlp.runs.manager import default_backend
