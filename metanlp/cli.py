@@ -642,7 +642,7 @@ def bench_settings_from_args(args: argparse.Namespace):
 def command_bench(args: argparse.Namespace) -> int:
     from metanlp.bench.plan import bench_note, cell_names
     from metanlp.bench.report import write_report
-    from metanlp.bench.runner import finished_cells, run_bench
+    from metanlp.bench.runner import run_bench
     from metanlp.runs import RunStore
 
     settings = bench_settings_from_args(args)
@@ -654,14 +654,15 @@ def command_bench(args: argparse.Namespace) -> int:
         if args.no_report:
             raise ConfigError("--report-only and --no-report together would do nothing")
         wanted = cell_names(settings)
-        finished = len(wanted & set(finished_cells(store)))
+        finished, needed = bench_completion(settings, store)
         note = bench_note(settings, bench_command(args))
-        if finished < len(wanted):
-            note += (f" **Partial: {finished} of {len(wanted)} cells have finished so far**; the others are missing "
-                     "from the tables (rerun the command without --report-only to compute them; finished cells are reused).")
+        if finished < needed:
+            note += (f" **Partial: {finished} of the {needed} cells it needs have finished so far**; the others are "
+                     "missing from the tables (rerun the command without --report-only to compute them; finished "
+                     "cells are reused).")
         heading = "Bench: quick smoke check" if args.quick else "Bench: every method on the same episodes"
         path = write_report(store, Path(args.report), note, wanted, section, heading)
-        print(f"{finished} of {len(wanted)} cells finished; results written to {path}")
+        print(f"{finished} of {needed} cells finished; results written to {path}")
         export_bench_results(args, store, wanted, note)
         return 0
     bar = None
@@ -703,6 +704,21 @@ def command_bench(args: argparse.Namespace) -> int:
         print(f"results written to {path}")
     export_bench_results(args, store, cell_names(settings), bench_note(settings, bench_command(args)))
     return 1 if report.failed else 0
+
+
+def bench_completion(settings, store) -> tuple[int, int]:
+    """(finished, needed) cells of a bench: seeds after the first of a method that did not meta-train are not needed."""
+    from metanlp.bench.plan import bench_configs, cell_name, seed_group_key
+    from metanlp.bench.runner import finished_cells
+
+    finished = finished_cells(store)
+    first_seed = settings.training_seeds()[0]
+    configs = bench_configs(settings)
+    single = {seed_group_key(config) for config in configs if config.seed == first_seed
+              and (run := finished.get(cell_name(config))) is not None
+              and not store.get_run(run).evaluation.get("meta_trained", True)}
+    needed = [config for config in configs if config.seed == first_seed or seed_group_key(config) not in single]
+    return sum(cell_name(config) in finished for config in needed), len(needed)
 
 
 def export_bench_results(args: argparse.Namespace, store, cells: set[str], note: str) -> None:

@@ -328,5 +328,5 @@ def test_report_only_writes_what_has_finished_and_says_what_is_missing(tmp_path,
                  "scratch", "--device", "cpu", "--runs-dir", runs, "--no-progress", "--no-report"]) == 0
     assert main([*common, "--report-only", "--report", str(report)]) == 0
     text = report.read_text()
-    assert "Partial: 1 of 2 cells" in text and "| Prototypical Networks |" in text
+    assert "Partial: 1 of the 2 cells it needs" in text and "| Prototypical Networks |" in text
     assert main([*common, "--report-only", "--no-report"]) == 2  # nothing to do: refused clearly

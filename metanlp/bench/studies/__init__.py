@@ -19,7 +19,7 @@ from dataclasses import dataclass
 #: The study modules, in the order ``bench --help`` lists them.
 STUDY_MODULES = (
     "core", "speed", "controls", "maml_budget", "maml_speed", "transfer", "pretraining",
-    "pretraining_synthetic", "finetune_throughput", "dashboard", "gpu_prepare", "ray_speedup",
+    "pretraining_synthetic", "finetune_throughput", "dashboard", "gpu_prepare", "ray_speedup", "untrained",
 )
 
 
