@@ -63,6 +63,15 @@ def main() -> None:
             "checkpoint_loads": _loads(store, remote),
         }
 
+        upload = Path(tempfile.mkdtemp()) / "intents.csv"  # exists only on this side: it must travel with the task
+        upload.write_text("text,label\n" + "".join(f"sentence {i} about topic {c},topic{c}\n"
+                                                   for c in range(6) for i in range(10)))
+        user = manager.submit(config(dataset="user", data_file=str(upload), n_way=2, eval_episodes=2,
+                                     attention_text="sentence one about topic two", attention_every=3), name="user")
+        wait(lambda: store.get_run(user).status not in ("queued", "running"), 300)
+        report["user_file"] = {"status": store.get_run(user).status, "error": store.get_run(user).error,
+                               "snapshots": [snapshot.step for snapshot in store.attention_snapshots(user)]}
+
         long_run = manager.submit(config(train_steps=1_000_000, eval_episodes=0), name="to cancel")
         wait(lambda: len(store.metrics(long_run)) > 0, 300)
         asked = time.monotonic()

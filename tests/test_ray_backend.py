@@ -47,6 +47,12 @@ def test_a_run_on_ray_records_the_same_metrics_as_the_same_run_locally(scenarios
     assert same["accuracy"][0] == pytest.approx(same["accuracy"][1]) and same["checkpoint_loads"]
 
 
+def test_an_uploaded_file_travels_with_the_task_and_attention_streams_back(scenarios):
+    user = scenarios["user_file"]
+    assert user["status"] == "done", user["error"]
+    assert user["snapshots"] == [0, 3, 6]  # before training, every 3 steps, and the last
+
+
 def test_cancel_on_ray_stops_the_run_within_two_seconds(scenarios):
     assert scenarios["cancel"]["status"] == "cancelled" and scenarios["cancel"]["seconds"] < 2.0
 

@@ -172,7 +172,9 @@ def run(arguments: argparse.Namespace) -> int:
         "",
         "## Launch → first loss point on the Runs chart",
         "",
-        "ProtoNet, CLINC150, 5-way 1-shot, 5 queries per class. From the click on Launch until the "
+        "CLINC150, 5-way 1-shot, 5 queries per class: ProtoNet with the from-scratch encoder, MAML with MiniLM "
+        "(ProtoNet on frozen MiniLM has nothing to meta-train, so it would draw no loss point). From the click on "
+        "Launch until the "
         "Runs page's Plotly chart holds a point (includes following the link to the Runs page, whose "
         "live part polls the store every 0.5 s while a run is new, then every second).",
         "",
