@@ -191,6 +191,10 @@ def build_parser(with_studies: bool = True) -> argparse.ArgumentParser:
     bench.add_argument("--methods", help="comma-separated method names (default: every registered method)")
     bench.add_argument("--datasets", help="comma-separated datasets (default: clinc150,banking77,huffpost,fewrel)")
     bench.add_argument("--shots", help="comma-separated K values (default: 1,5)")
+    bench.add_argument("--data-file", help="bench your own CSV/TSV/JSONL file (a text and a label column) as the "
+                       "dataset 'user' (replaces --datasets)")
+    bench.add_argument("--text-column", default="text", help="the text column of --data-file" + DEFAULT)
+    bench.add_argument("--label-column", default="label", help="the label column of --data-file" + DEFAULT)
     bench.add_argument("--episodes", type=int, help="test episodes per cell (default 600; --quick 30)")
     bench.add_argument("--train-steps", type=int, help="meta-training steps per cell (default: each method's "
                        "recommended_train_steps; --quick 10)")
@@ -601,6 +605,8 @@ def bench_command(args: argparse.Namespace) -> str:
         value = getattr(args, option)
         if value is not None and not (option == "encoder" and value == "minilm"):
             parts.append(f"--{option.replace('_', '-')} {value}")
+    if getattr(args, "data_file", None):
+        parts.append(f"--data-file {args.data_file} --text-column {args.text_column} --label-column {args.label_column}")
     parts += [f"--splits {dataset}={','.join(ids) or 'default'}" for dataset, ids in args.splits]
     parts += [f"--option {key}={json.dumps(value)}" for key, value in args.option]
     if args.section:
@@ -618,8 +624,15 @@ def bench_settings_from_args(args: argparse.Namespace):
         shots = csv_list(args.shots, int)
     except ValueError:
         raise ConfigError(f"--shots must be comma-separated whole numbers, got {args.shots!r}") from None
+    datasets = csv_list(args.datasets)
+    if getattr(args, "data_file", None):
+        if datasets:
+            raise ConfigError("--data-file replaces --datasets: give one or the other")
+        if not Path(args.data_file).is_file():
+            raise DataError(f"The data file {args.data_file} does not exist (or is not a file).")
+        datasets = ("user",)
     overrides = {key: value for key, value in {
-        "methods": csv_list(args.methods), "datasets": csv_list(args.datasets), "shots": shots,
+        "methods": csv_list(args.methods), "datasets": datasets, "shots": shots,
         "episodes": args.episodes, "train_steps": args.train_steps, "seeds": args.seeds, "n_query": args.n_query,
         "encoder": args.encoder, "device": args.device,
     }.items() if value not in (None, ())}
@@ -631,6 +644,9 @@ def bench_settings_from_args(args: argparse.Namespace):
         method_options.setdefault(method, {})[option] = value
     if method_options:
         overrides["method_options"] = method_options
+    if getattr(args, "data_file", None):
+        overrides["data_file"] = str(Path(args.data_file).resolve())
+        overrides["data_options"] = {"text_column": args.text_column, "label_column": args.label_column}
     settings = quick_settings(**overrides) if args.quick else BenchSettings(**overrides)
     settings.splits = {**settings.splits, **dict(args.splits)}
     unknown = sorted(set(method_options) - set(settings.resolved_methods()))
@@ -646,6 +662,12 @@ def command_bench(args: argparse.Namespace) -> int:
     from metanlp.runs import RunStore
 
     settings = bench_settings_from_args(args)
+    if settings.data_file:  # a user's file that cannot supply the episodes: one clear line, nothing run
+        from metanlp.bench.plan import bench_configs
+        from metanlp.runs.manager import check_run_data
+
+        for k_shot in settings.shots:
+            check_run_data(next(config for config in bench_configs(settings) if config.k_shot == k_shot))
     section = args.section or ("bench-quick" if args.quick else "bench")
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", section):
         raise ConfigError(f"--section must be a short name of lowercase letters, digits, '-' or '_', got {section!r}")

@@ -330,3 +330,27 @@ def test_report_only_writes_what_has_finished_and_says_what_is_missing(tmp_path,
     text = report.read_text()
     assert "Partial: 1 of the 2 cells it needs" in text and "| Prototypical Networks |" in text
     assert main([*common, "--report-only", "--no-report"]) == 2  # nothing to do: refused clearly
+
+
+def test_a_user_file_is_benched_like_a_built_in_dataset(tmp_path, capsys):
+    from pathlib import Path
+
+    from metanlp.cli import main
+
+    data = tmp_path / "intents.csv"
+    data.write_bytes((Path(__file__).resolve().parents[1] / "examples" / "intents.csv").read_bytes())
+    runs, report = str(tmp_path / "runs"), tmp_path / "results.md"
+    command = ["bench", "--quick", "--methods", "protonet,matching", "--data-file", str(data), "--text-column",
+               "sentence", "--label-column", "intent", "--shots", "1", "--encoder", "scratch", "--device", "cpu",
+               "--episodes", "6", "--train-steps", "3", "--runs-dir", runs, "--no-progress", "--report", str(report)]
+    assert main(command) == 2  # 10 sentences a class cannot give 5-way episodes with 5 queries: said up front
+    assert "Use at most 3 queries per class" in capsys.readouterr().err
+    command += ["--n-query", "3"]
+    assert main(command) == 0
+    assert "2 cells computed, 0 reused" in capsys.readouterr().out
+    text = report.read_text()
+    assert "#### user, 5-way 1-shot" in text and "| Prototypical Networks |" in text and "--data-file" in text
+    assert main(command) == 0 and "0 cells computed, 2 reused" in capsys.readouterr().out
+    data.write_text(data.read_text() + "one more sentence about the weather,weather\n")  # new content: new cells
+    assert main(command) == 0 and "2 cells computed, 0 reused" in capsys.readouterr().out
+    assert main(["bench", "--data-file", str(data), "--datasets", "clinc150", "--report-only", "--runs-dir", runs]) == 2

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from metanlp.data.errors import DataError
 from metanlp.data.registry import dataset_split_ids
@@ -74,6 +75,8 @@ class BenchSettings:
     seed: int = 0  # the first training seed; the others follow it
     device: str = "auto"
     method_options: dict = field(default_factory=dict)  # {method: {option: value}}
+    data_file: str | None = None  # a user's CSV/JSONL, benched as the dataset "user"
+    data_options: dict = field(default_factory=dict)  # its text_column, label_column
 
     def resolved_methods(self) -> tuple[str, ...]:
         names = method_names()
@@ -166,6 +169,8 @@ def bench_configs(settings: BenchSettings) -> list[RunConfig]:
                         configs.append(RunConfig(
                             method=method,
                             dataset=dataset,
+                            data_file=settings.data_file if dataset == "user" else None,
+                            data_options=dict(settings.data_options) if dataset == "user" else {},
                             split_id=split_id,
                             n_way=settings.n_way,
                             k_shot=k_shot,
@@ -192,6 +197,8 @@ def _key_data(config: RunConfig) -> dict:
         data.pop(volatile, None)
     # Resolved, not as given: a changed default must change the key, or a stale cell is reused.
     data["method_options"] = resolved_method_options(config.method, config.method_options)
+    if config.data_file:  # a user's file is known by its content: the same path with new rows is a new cell
+        data["data_file"] = hashlib.sha256(Path(config.data_file).read_bytes()).hexdigest()
     return data
 
 

@@ -6,6 +6,7 @@ has no training variance to measure, so its other seeds are not run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -40,7 +41,10 @@ class BenchReport:
 
 def episodes_file_name(config: RunConfig) -> str:
     """The file name of a task's test episodes: everything that decides which episodes they are."""
-    return (f"{config.dataset}_split{config.split_id or 'default'}_{config.n_way}way_{config.k_shot}shot_"
+    source = config.dataset
+    if config.data_file:  # a user's file: its content names its episodes (two files never share them)
+        source += "-" + hashlib.sha256(Path(config.data_file).read_bytes()).hexdigest()[:12]
+    return (f"{source}_split{config.split_id or 'default'}_{config.n_way}way_{config.k_shot}shot_"
             f"{config.n_query}q_{config.eval_episodes}ep_seed{config.eval_seed}.json.gz")
 
 
