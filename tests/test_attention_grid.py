@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from metanlp.dashboard.attention import grid_choice
 from metanlp.dashboard.charts import attention_grid
-from tests.test_pages import add_finished_run, assert_no_exception, page_test, save_trained_checkpoint
+from tests.test_pages import assert_no_exception, attention_page_of_a_trained_run
 
 
 def test_the_grid_draws_every_head_of_every_layer_in_order():
@@ -31,12 +29,7 @@ def test_a_click_names_the_layer_and_head():
 
 
 def test_the_attention_page_shows_the_grid_and_enlarges_a_clicked_head(runs_dir):
-    store, run_id = add_finished_run(runs_dir, attention=True)
-    save_trained_checkpoint(store, run_id)
-    app = page_test("attention")
-    app.run()
-    assert_no_exception(app)
-    charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    app, charts = attention_page_of_a_trained_run(runs_dir)
     grid = [chart for chart in charts if chart["layout"].get("title", {}).get("text") == "Every head after training"]
     assert len(grid) == 1 and len(grid[0]["data"]) == 1 * 2  # the tiny encoder: 1 layer × 2 heads
     app.session_state["attention_run_grid"] = {"selection": {"points": [{"curve_number": 1}]}}

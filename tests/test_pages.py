@@ -238,14 +238,18 @@ def save_trained_checkpoint(store: RunStore, run_id: str) -> None:
     save_method(method, store.checkpoint_dir(run_id))
 
 
-def test_attention_page_shows_a_run_before_after_and_snapshots(runs_dir):
+def attention_page_of_a_trained_run(runs_dir) -> tuple[AppTest, list[dict]]:
+    """The Attention page opened on a finished run with a trained checkpoint, and its charts' specs."""
     store, run_id = add_finished_run(runs_dir, attention=True)
     save_trained_checkpoint(store, run_id)
-
     app = page_test("attention")
     app.run()
     assert_no_exception(app)
-    charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return app, [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def test_attention_page_shows_a_run_before_after_and_snapshots(runs_dir):
+    app, charts = attention_page_of_a_trained_run(runs_dir)
     titles = [chart["layout"].get("title", {}).get("text", "") for chart in charts]
     titles += [note["text"] for chart in charts for note in chart["layout"].get("annotations", [])]
     assert any(title.startswith("Before training") for title in titles)

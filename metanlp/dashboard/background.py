@@ -7,13 +7,10 @@ view knows whether it still runs and what it said last.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from metanlp.runs.processes import process_alive
+from metanlp.runs.processes import process_alive, start_detached
 
 FOLDER = "background"
 
@@ -49,11 +46,5 @@ def start_job(root: str | Path, key: str, arguments: list[str]) -> bool:
         return False
     pid_file, log_file = _paths(root, key)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    package_parent = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_parent + (os.pathsep + path if path else "")}
-    with open(log_file, "wb") as log:
-        process = subprocess.Popen([sys.executable, *arguments], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   env=env, start_new_session=True)
-    pid_file.write_text(str(process.pid))
+    pid_file.write_text(str(start_detached(arguments, log_file)))
     return True

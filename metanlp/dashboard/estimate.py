@@ -45,13 +45,12 @@ def resolved_config_options(config: RunConfig) -> dict | None:
         return None
 
 
-def comparable(config: RunConfig, other: RunConfig) -> bool:
-    """Same method, encoder, options and device: the per-sentence cost carries over."""
+def comparable(config: RunConfig, other: RunConfig, options: dict | None) -> bool:
+    """Same method, encoder, options (``config``'s, resolved once by the caller) and device: the cost carries over."""
     if (other.method, other.encoder, other.encoder_options, other.device) != (
         config.method, config.encoder, config.encoder_options, config.device
     ):
         return False
-    options = resolved_config_options(config)
     return options is not None and options == resolved_config_options(other)
 
 
@@ -79,8 +78,9 @@ def _median(values: list[float]) -> float | None:
 
 def estimate_run_time(config: RunConfig, finished: list[RunRecord], meta_trains: bool | None) -> TimeEstimate:
     """Seconds ``config`` should take here, from ``finished`` runs (``meta_trains``: will it meta-train)."""
+    options = resolved_config_options(config)
     costs = [cost for record in finished
-             if record.status == "done" and comparable(config, RunConfig.from_dict(record.config))
+             if record.status == "done" and comparable(config, RunConfig.from_dict(record.config), options)
              and (cost := run_cost(record)) is not None]
     steps = config.train_steps if meta_trains is not False else 0
     sentences = sentences_per_episode(config)

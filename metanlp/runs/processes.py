@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
+
+#: The folder that holds the ``metanlp`` package: child processes import it from here.
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+def pythonpath_with_package() -> str:
+    """``$PYTHONPATH`` with this metanlp first, for processes (workers, Ray tasks) that must import it."""
+    return os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
+
+
+def start_detached(arguments: list[str], log_path: Path, append: bool = False) -> int:
+    """``python ARGUMENTS`` in its own session (it outlives this process), output to ``log_path``; its pid."""
+    env = {**os.environ, "PYTHONPATH": pythonpath_with_package()}
+    with open(log_path, "ab" if append else "wb") as log:
+        process = subprocess.Popen([sys.executable, *arguments], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                   env=env, start_new_session=True)
+    return process.pid
 
 
 def process_fingerprint(pid: int) -> str | None:

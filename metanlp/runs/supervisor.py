@@ -16,14 +16,13 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from metanlp.runs.processes import process_alive
+from metanlp.runs.processes import process_alive, start_detached
 from metanlp.runs.store import RunStore
 
 log = logging.getLogger("metanlp.runs")
@@ -34,8 +33,9 @@ ENABLED_ENV = "METANLP_SUPERVISOR"
 IDLE_ENV = "METANLP_SUPERVISOR_IDLE_SECONDS"
 DEFAULT_IDLE_SECONDS = 30.0
 POLL_SECONDS = 0.5
+ORPHAN_PREFIX = "The process running this run"
 ORPHAN_MESSAGE = (
-    "The process running this run (pid {pid}) is gone, probably because the app was restarted or the "
+    ORPHAN_PREFIX + " (pid {pid}) is gone, probably because the app was restarted or the "
     "process was killed; metrics recorded until then are kept."
 )
 
@@ -101,14 +101,7 @@ def ensure_supervisor(root: str | Path) -> bool:
     root = Path(root).resolve()
     if not enabled() or is_supervised(root):
         return False
-    package_parent = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_parent + (os.pathsep + path if path else "")}
-    with open(root / LOG_NAME, "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "metanlp.runs", str(root)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
-        )
+    start_detached(["-m", "metanlp.runs", str(root)], root / LOG_NAME, append=True)
     return True
 
 

@@ -34,7 +34,7 @@ from metanlp.methods.registry import would_meta_learn
 from metanlp.runs.database import RunNotFound
 from metanlp.runs.resume import retry_run, saved_step
 from metanlp.runs.store import RunStore
-from metanlp.runs.supervisor import ORPHAN_MESSAGE
+from metanlp.runs.supervisor import ORPHAN_PREFIX
 from metanlp.runs.tags import change_tags
 from metanlp.runs.worker import SHUTDOWN_MESSAGE
 from metanlp.sweeps.space import Param
@@ -42,7 +42,7 @@ from metanlp.sweeps.space import Param
 JOURNAL_FILE = "sweeps.journal"  # beside runs.sqlite
 TAG_PREFIX = "sweep:"
 VALIDATIONS_PER_TRIAL = 5
-INTERRUPTED = (SHUTDOWN_MESSAGE, ORPHAN_MESSAGE.split("{")[0])  # a run stopped from outside, not by its own fault
+INTERRUPTED = (SHUTDOWN_MESSAGE, ORPHAN_PREFIX)  # a run stopped from outside, not by its own fault
 
 
 class Executor(Protocol):

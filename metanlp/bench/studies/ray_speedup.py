@@ -31,6 +31,7 @@ from metanlp.bench.studies._common import command_line, machine_description, wri
 from metanlp.engine import RunConfig
 from metanlp.engine.config import ConfigError
 from metanlp.runs import RunStore
+from metanlp.runs.processes import pythonpath_with_package
 
 NAME = "ray-speedup"
 DESCRIPTION = "the bench on a local Ray cluster vs the local backend, and queue-to-first-metric overhead of each"
@@ -108,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
                           "ray-speedup'), or set RAY_ADDRESS to a cluster you started")
     bench = settings(args)
     local_seconds, cells = time_bench(bench)
-    package_parent = str(Path(__file__).resolve().parents[3])  # Ray's workers import metanlp from here
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = pythonpath_with_package()  # Ray's workers import metanlp from here
     address = os.environ.get("RAY_ADDRESS") or None
     ray.init(address=address, num_cpus=None if address else args.workers, include_dashboard=False,
              log_to_driver=False)  # started before timing: cluster start-up is not the bench's time
