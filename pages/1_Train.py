@@ -92,6 +92,8 @@ with st.container(border=True):
     st.write(card.summary)
     st.latex(card.formula)
     st.caption(f"{card.paper} {card.paper_url}")
+    if card.caveat:
+        st.warning(card.caveat, icon="⚠️")
 
 # ----------------------------------------------------------------- data
 st.subheader("Data")

@@ -5,6 +5,7 @@ import streamlit as st
 from metanlp.dashboard import state
 from metanlp.dashboard.access import write_access
 from metanlp.dashboard.charts import WALL_CLOCK, training_curves
+from metanlp.dashboard.leaderboard import method_caveat
 from metanlp.dashboard.run_view import (
     STATUS_ICONS,
     change_tags,
@@ -129,6 +130,9 @@ def run_panel(record, metrics) -> None:
                     help="Parameters meta-training changed that can change a prediction on a new task; "
                     "0 means this run was a per-task baseline (no meta-training in this configuration).",
                 )
+            caveat = method_caveat(record.config.get("method", ""))
+            if caveat:
+                st.caption(f"⚠️ Note on this method's defaults: {caveat}")
         link = retry_link(store, record.id)
         if link.get("retry_of"):
             resumed = f", resumed from its checkpoint at step {link['step']}" if link.get("step") else ""

@@ -62,3 +62,20 @@ def test_results_of_different_settings_are_never_mixed(runs_dir):
     assert not app.exception
     table = app.dataframe[0].value
     assert list(table["method"]) == ["Prototypical Networks"] and (table["episodes"] == 4).all()
+
+
+def test_shipped_rows_and_reports_carry_the_method_cards_caveats():
+    """Wherever a result of a method with a measured shortcoming is shown, the shortcoming is beside it."""
+    from metanlp.bench.report import caveat_notes
+    from metanlp.bench.results import load_exported_results
+    from metanlp.dashboard.leaderboard import SHIPPED_RESULTS, leaderboard_table
+    from metanlp.methods import get_method_class
+
+    rows, _ = load_exported_results(SHIPPED_RESULTS)
+    table = leaderboard_table(rows).set_index("method")
+    caveat = get_method_class("mlm_pretrain").card.caveat
+    assert caveat
+    assert (table.loc[get_method_class("mlm_pretrain").card.title, "note"] == caveat).all()
+    assert (table.loc["Prototypical Networks", "note"] == "").all()
+    notes = "\n".join(caveat_notes(rows))
+    assert caveat in notes and "Prototypical Networks" not in notes

@@ -380,3 +380,14 @@ def test_live_adaptation_can_start_from_a_trained_run(runs_dir):
     charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     notes = [note["text"] for chart in charts for note in chart["layout"].get("annotations", [])]
     assert "After adapting (Prototypical Networks)" in notes
+
+
+def test_a_method_with_a_measured_shortcoming_says_so_on_its_card(runs_dir):
+    """MLM pretraining's default budget learns nothing measurable: its card warns; ProtoNet's does not."""
+    app = page_test("train")
+    app.run()
+    assert not [warning for warning in app.warning if "Too few steps" in warning.value]
+    widget(app.selectbox, "Method").set_value("mlm_pretrain")
+    app.run()
+    assert_no_exception(app)
+    assert any("Too few steps to learn at its default budget" in warning.value for warning in app.warning)

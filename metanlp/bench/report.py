@@ -12,6 +12,7 @@ import torch
 
 from metanlp.bench.results import REFERENCE_METHOD, bench_results
 from metanlp.engine.config import NO_META_TRAINING
+from metanlp.methods import get_method_class, method_names
 from metanlp.runs.store import RunStore
 
 READING = (
@@ -140,7 +141,17 @@ def bench_section(
         )
         chart = charts_dir / f"{chart_prefix}_{dataset}_{n_way}way_{k_shot}shot.png"
         parts += task_section(group, title, chart, relative_to)
-    return "\n".join(parts)
+    return "\n".join(parts + caveat_notes(frame))
+
+
+def caveat_notes(frame: pd.DataFrame) -> list[str]:
+    """The method cards' measured shortcomings of their defaults, for the methods in the tables."""
+    notes = []
+    for method in sorted(frame["method"].unique()):
+        caveat = get_method_class(method).card.caveat if method in method_names() else ""
+        if caveat:
+            notes.append(f"- **{get_method_class(method).card.title}**: {caveat}")
+    return ["#### Notes on defaults", "", *notes, ""] if notes else []
 
 
 def replace_section(results_path: Path, marker: str, heading: str, body: str) -> Path:

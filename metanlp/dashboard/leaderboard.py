@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from metanlp.evaluation import PairedComparison
+from metanlp.methods import OptionError, get_method_class
 
 #: The project's own bench results (``bench --export-results``), shown until the user has their own.
 SHIPPED_RESULTS = Path(__file__).with_name("shipped_results.json")
@@ -32,6 +33,7 @@ TABLE_COLUMNS = {
     "device": "device",
     "episodes": "episodes",
     "published": "published",
+    "caveat": "note",
 }
 
 
@@ -53,11 +55,20 @@ def seed_range(row: pd.Series) -> str:
     return f"{row['seed_min']:.1f}–{row['seed_max']:.1f}"
 
 
+def method_caveat(method: str) -> str:
+    """The method card's measured shortcoming of its defaults ('' for none, or a method no longer registered)."""
+    try:
+        return get_method_class(method).card.caveat
+    except OptionError:
+        return ""
+
+
 def leaderboard_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Display columns, rounded, best first within each task (dataset, class split, shot)."""
     table = frame.sort_values(["dataset", "split", "k_shot", "accuracy"], ascending=[True, True, True, False]).copy()
     table["seed_range"] = table.apply(seed_range, axis=1) if len(table) else ""
     table["meta_learned_parameters"] = table["meta_learned_parameters"].astype("Int64")
+    table["caveat"] = table["method"].map(method_caveat)
     return table[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round(2)
 
 

@@ -55,12 +55,35 @@ class BaseClassIndex:
         self.ids = {str(name): int(index) for name, index in ids.items()}
 
 
-def seen_class_logits(head: nn.Linear, features: torch.Tensor, n_seen: int) -> torch.Tensor:
+class CosineClassifier(nn.Module):
+    """Scaled cosine similarity between features and one weight row per class ("Baseline++",
+    Chen et al. 2019, A Closer Look at Few-shot Classification).
+
+    Its scores do not change when a feature vector is scaled, so training cannot lower the loss by
+    making features longer, only by turning them towards their class's row: the geometry in which
+    new classes are later scored by cosine to their class means.
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 10.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.normal_(self.weight, std=in_features**-0.5)
+        self.scale = scale
+        self.out_features = out_features
+
+    def forward(self, features: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:  # (B, H) → (B, n_rows)
+        weight = self.weight if n_rows is None else self.weight[:n_rows]
+        return self.scale * F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).T
+
+
+def seen_class_logits(head: nn.Linear | CosineClassifier, features: torch.Tensor, n_seen: int) -> torch.Tensor:
     """Scores of the first ``n_seen`` base classes only: (B, H) → (B, n_seen).
 
     Slicing the weight (not the output) keeps the cost proportional to the classes seen
     so far rather than to the head's capacity.
     """
+    if isinstance(head, CosineClassifier):
+        return head(features, n_seen)
     return F.linear(features, head.weight[:n_seen], head.bias[:n_seen])
 
 

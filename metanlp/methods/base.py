@@ -39,6 +39,8 @@ class MethodCard:
     formula: str  # LaTeX of its key equation
     paper: str  # citation
     paper_url: str = ""
+    # A measured shortcoming of the defaults (e.g. a budget too small to learn): shown with every result of the method.
+    caveat: str = ""
 
 
 @dataclass

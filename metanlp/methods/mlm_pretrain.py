@@ -81,6 +81,13 @@ class MLMPretrain(Method):
             "Language Understanding. NAACL 2019."
         ),
         paper_url="https://arxiv.org/abs/1810.04805",
+        caveat=(
+            "Too few steps to learn at its default budget: 200 pretraining steps leave the from-scratch encoder "
+            "at word frequencies, and the bench measured it slightly below the same encoder untrained. "
+            "Pretraining paid only after about 2,500 steps (+12.9 points 5-way 1-shot on CLINC150 after "
+            "10,000 steps, 13 min on a 2-core CPU, 2-layer 64-wide encoder: docs/results_pretraining.md); "
+            "raise the training steps to see it learn."
+        ),
     )
     Options = MLMPretrainOptions
     preferred_encoder = "scratch"

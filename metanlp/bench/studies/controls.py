@@ -8,6 +8,9 @@ seed) and scored on the same saved test episodes; differences are paired, with 9
   Matching's cosine at Matching's temperature (at 1 shot the latter is the same model as Matching).
 - Meta-transfer (default: γ, β on every MiniLM layer, a MAML outer loop around a per-task head)
   vs ProtoNet with the same γ, β (``film=layers``, meta-transfer's learning rate, no inner loop).
+- Multi-task learning (default: cosine heads, cosine prototypes) vs its first default (linear heads at
+  1e-3, Euclidean prototypes) and vs the same method with no auxiliary dataset (``tasks=""``: the
+  target's training classes only): what the heads' form and the auxiliary tasks each contribute.
 - Fine-tuning: a linear probe (default) vs the top layer unfrozen (``finetune=top``), on the first
   ``--finetune-episodes`` test episodes (per-task fine-tuning of MiniLM costs seconds per episode on a CPU).
 
@@ -44,6 +47,7 @@ DESCRIPTION = "learned parameters vs mechanism: Matching / meta-transfer vs Prot
 # 3e-4 was Matching Networks' default and 1e-3 is meta-transfer's when the table in
 # docs/results_controls.md was measured.
 HEAD_LR, FILM_LR = 3e-4, 1e-3
+MULTITASK = {"head": "cosine", "distance": "cosine", "lr": 3e-4}  # multi-task's default since the defect fix
 # label → (method, options).
 ROWS: dict[str, tuple[str, dict]] = {
     "ProtoNet": ("protonet", {}),
@@ -57,6 +61,9 @@ ROWS: dict[str, tuple[str, dict]] = {
     "ProtoNet + γ/β (film=layers)": ("protonet", {"film": "layers", "lr": FILM_LR}),
     "ProtoNet + γ/β (s=5)": ("protonet", {"film": "layers", "lr": FILM_LR, "scale": 5.0}),
     "Meta-transfer": ("meta_transfer", {"lr": FILM_LR}),
+    "Multi-task": ("multitask", MULTITASK),
+    "Multi-task (target classes only)": ("multitask", {**MULTITASK, "tasks": ""}),
+    "Multi-task (linear heads: first default)": ("multitask", {"head": "linear", "distance": "euclidean", "lr": 1e-3}),
     "Fine-tune (linear probe)": ("finetune", {}),
     "Fine-tune top layer": ("finetune", {"finetune": "top"}),
 }
@@ -73,6 +80,9 @@ PAIRS = [  # (A, B): A − B
     ("Meta-transfer", "ProtoNet"),
     ("Meta-transfer", "ProtoNet + γ/β (film=layers)"),
     ("Meta-transfer", "ProtoNet + γ/β (s=5)"),
+    ("Multi-task", "ProtoNet"),
+    ("Multi-task", "Multi-task (target classes only)"),
+    ("Multi-task", "Multi-task (linear heads: first default)"),
     ("Fine-tune top layer", "Fine-tune (linear probe)"),
 ]
 
