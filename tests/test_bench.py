@@ -354,3 +354,25 @@ def test_a_user_file_is_benched_like_a_built_in_dataset(tmp_path, capsys):
     data.write_text(data.read_text() + "one more sentence about the weather,weather\n")  # new content: new cells
     assert main(command) == 0 and "2 cells computed, 0 reused" in capsys.readouterr().out
     assert main(["bench", "--data-file", str(data), "--datasets", "clinc150", "--report-only", "--runs-dir", runs]) == 2
+
+
+def test_cells_run_under_a_methods_earlier_defaults_are_never_pooled_with_todays(bench_store, monkeypatch):
+    """A changed default changes every cell's key: the old cells stay visible, labelled, in their own row."""
+    from metanlp.bench import plan
+    from metanlp.bench.results import EARLIER_DEFAULTS, bench_results
+
+    today = bench_results(bench_store)
+    assert not today["variant"].str.contains(EARLIER_DEFAULTS).any()
+    resolve = plan.resolved_method_options
+
+    def protonet_default_changed(method: str, options: dict) -> dict:
+        resolved = resolve(method, options)
+        return {**resolved, "a_new_option": 1} if method == "protonet" else resolved
+
+    monkeypatch.setattr(plan, "resolved_method_options", protonet_default_changed)
+    later = bench_results(bench_store)
+    protonet = later[later["method"] == "protonet"]
+    assert (protonet["variant"] == EARLIER_DEFAULTS).all()
+    assert (protonet["title"] == f"Prototypical Networks [{EARLIER_DEFAULTS}]").all()
+    finetune = later[later["method"] == "finetune"]
+    assert list(finetune["title"]) == [FINETUNE_TITLE]

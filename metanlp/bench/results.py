@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metanlp.bench.plan import BENCH_PREFIX, published_note
-from metanlp.engine.config import NO_META_TRAINING
+from metanlp.bench.plan import BENCH_PREFIX, cell_name, published_note
+from metanlp.engine.config import NO_META_TRAINING, RunConfig
 from metanlp.evaluation import (
     EpisodeMismatch,
     PairedComparison,
@@ -87,6 +87,18 @@ def _title(config: dict) -> tuple[str, str]:
     return (f"{title} [{variant}]" if variant else title), variant
 
 
+#: The variant of a cell run under a method's earlier defaults: never pooled with the current ones.
+EARLIER_DEFAULTS = "earlier defaults"
+
+
+def superseded(name: str, config: dict) -> bool:
+    """A bench cell whose name no longer matches its configuration resolved with today's defaults."""
+    try:
+        return name != cell_name(RunConfig.from_dict(config))
+    except Exception:  # noqa: BLE001 - e.g. a method no longer registered, a user file since removed
+        return False
+
+
 def cell_results(store: RunStore, cells: Collection[str] | None = None) -> pd.DataFrame:
     """One row per finished cell (its newest run): one training seed of one method on one task."""
     rows, seen = [], set()
@@ -96,6 +108,9 @@ def cell_results(store: RunStore, cells: Collection[str] | None = None) -> pd.Da
         seen.add(record.name)
         config, evaluation = record.config, record.evaluation
         title, variant = _title(config)
+        if cells is None and superseded(record.name, config):  # a changed default: keep it apart
+            variant = ", ".join(filter(None, [variant, EARLIER_DEFAULTS]))
+            title = f"{_title({**config, 'method_options': {}})[0]} [{variant}]"
         rows.append({
             "run_id": record.id,
             "method": config["method"],
