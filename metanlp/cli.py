@@ -377,6 +377,8 @@ def command_methods(args: argparse.Namespace) -> int:
         return 0
     for card in cards:
         print(f"{card.name:<20}{card.family:<20}{card.title}")
+        if card.caveat:
+            print(f"{'':<20}note: {card.caveat}")
     return 0
 
 

@@ -18,6 +18,11 @@ def test_lists(capsys):
     cards = json.loads(capsys.readouterr().out)
     assert {"protonet", "finetune"} <= {card["name"] for card in cards}
     assert all(card["formula"] and card["paper"] for card in cards)
+    assert next(card for card in cards if card["name"] == "mlm_pretrain")["caveat"].startswith("Too few steps")
+    assert main(["methods"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    below_mlm = listing[next(i for i, line in enumerate(listing) if line.startswith("mlm_pretrain")) + 1]
+    assert below_mlm.strip().startswith("note: Too few steps")
 
 
 def test_episodes_then_train_and_evaluate_on_them(tmp_path, capsys):
