@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import platform
 import re
 from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
-import torch
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.results import REFERENCE_METHOD, bench_results
 from metanlp.engine.config import NO_META_TRAINING
 from metanlp.methods import get_method_class, method_names
@@ -24,12 +23,6 @@ READING = (
     "its vs-ProtoNet pairs every split's episodes. A method that did not meta-train (nothing to meta-learn in its "
     "configuration) runs once: without training it has no training variance."
 )
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    return (f"{cpu}, {torch.get_num_threads()} torch threads, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def bar_chart(frame: pd.DataFrame, title: str, path: Path) -> Path:
@@ -132,7 +125,7 @@ def bench_section(
     frame = bench_results(store, cells)
     if frame.empty:
         return "No bench results in the store yet: run `python -m metanlp bench`."
-    parts = [f"Machine: {machine_description()}.", settings_note, "", READING, ""]
+    parts = [f"Machine: {machine_description(device=None, load=False)}.", settings_note, "", READING, ""]
     for (dataset, n_way, k_shot, _), group in frame.groupby(["dataset", "n_way", "k_shot", "setting"], sort=True):
         n_splits, episodes = int(group["splits"].max()), int(group["episodes"].iloc[0])
         title = f"{dataset}, {n_way}-way {k_shot}-shot " + (

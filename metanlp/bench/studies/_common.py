@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -13,46 +11,13 @@ from typing import TextIO
 import torch
 
 from metanlp.bench import report
+from metanlp.bench.machine import cpu_cores, cpu_model, load_average, machine_description  # noqa: F401 - the studies' import path
 from metanlp.bench.runner import write_test_episodes
 from metanlp.data.episodes import EpisodeSampler, load_episodes, save_episodes
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.data.types import Episode
-from metanlp.device import describe_device
 from metanlp.encoders.cache import shared_cache
 from metanlp.engine import EncoderPool, RunConfig
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def load_average() -> float:
-    """The 1-minute load average now (NaN where the system does not say)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
-def machine_description(device: torch.device | str = "cpu", load: bool = True) -> str:
-    """One line for a report: CPU and cores, the device (torch threads on a CPU), versions, load now.
-
-    The machine is often shared, so the load average says how far wall times are upper bounds.
-    """
-    parts = [cpu_model(), f"{cpu_cores()} cores", describe_device(device),
-             f"{platform.system()} {platform.release()}", f"Python {platform.python_version()}",
-             f"torch {torch.__version__}"]
-    if load:
-        parts.append(f"load average {load_average():.1f}")
-    return ", ".join(parts)
 
 
 def split_episodes(dataset: str, split: str, n_way: int, k_shot: int, n_query: int, count: int,
