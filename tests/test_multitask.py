@@ -165,3 +165,12 @@ def test_default_heads_are_cosine_and_prototypes_cosine(tiny_encoder):
     assert method.options.distance == "cosine"
     linear = create_method("multitask", tiny_encoder, {"tasks": "", "head": "linear"})
     assert isinstance(linear.target_head, torch.nn.Linear)
+
+
+def test_a_checkpoint_with_other_heads_says_which_option_loads_it(tiny_encoder):
+    linear = create_method("multitask", tiny_encoder, {"tasks": "", "head": "linear"})
+    cosine = create_method("multitask", tiny_encoder, {"tasks": ""})
+    with pytest.raises(OptionError, match="head='linear'") as error:
+        cosine.load_state_dict(linear.state_dict())
+    assert error.value.option == "head"
+    create_method("multitask", tiny_encoder, {"tasks": "", "head": "linear"}).load_state_dict(linear.state_dict())

@@ -187,6 +187,12 @@ class MultiTask(Method):
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Heads of the auxiliary tasks come back from their saved weights' shapes: no dataset is read."""
+        saved_kind = "linear" if "target_head.bias" in state_dict else "cosine"
+        if saved_kind != self.options.head:  # a checkpoint from before cosine heads became the default
+            raise OptionError(
+                f"this checkpoint has {saved_kind} heads and the method was built with head={self.options.head!r}: "
+                f"build it with head={saved_kind!r}", "head",
+            )
         for key, value in state_dict.items():
             parts = key.split(".")
             if parts[0] == "task_heads" and parts[-1] == "weight" and len(parts) == 3:
