@@ -376,3 +376,20 @@ def test_cells_run_under_a_methods_earlier_defaults_are_never_pooled_with_todays
     assert (protonet["title"] == f"Prototypical Networks [{EARLIER_DEFAULTS}]").all()
     finetune = later[later["method"] == "finetune"]
     assert set(finetune["title"]) == {FINETUNE_TITLE}
+
+
+def test_a_cell_another_process_finished_meanwhile_is_reused_not_recomputed(bench_store, monkeypatch):
+    """Two bench commands on one store: the list read at the start is stale by the time a cell comes up."""
+    from metanlp.bench import runner
+
+    read = runner.finished_cells
+    calls = []
+
+    def stale_at_start(store):
+        calls.append(store)
+        return {} if len(calls) == 1 else read(store)  # the first read predates the other process's cells
+
+    monkeypatch.setattr(runner, "finished_cells", stale_at_start)
+    report = run_bench(tiny_settings(seeds=SEEDS), bench_store)
+    assert not report.computed and not report.failed
+    assert len(report.reused) == SEEDS + 1

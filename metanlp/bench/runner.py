@@ -169,7 +169,8 @@ def _run_cells(
         if group in not_meta_trained:
             report.single_run.append(name)
             status = "one run: not meta-trained"
-        elif (finished := finished_before.get(name)) is not None:
+        # Asked again just before running: another bench process on the same store may have finished it since.
+        elif (finished := finished_before.get(name) or finished_cell(store, name)) is not None:
             report.reused.append(finished)
             status = "reused"
         else:
