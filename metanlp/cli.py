@@ -749,8 +749,8 @@ def export_bench_results(args: argparse.Namespace, store, cells: set[str], note:
     """``--export-results FILE``: the command's pooled rows with the command and the machine."""
     if not args.export_results:
         return
+    from metanlp.bench.machine import machine_description
     from metanlp.bench.results import bench_results, export_results
-    from metanlp.bench.studies._common import machine_description
 
     path = export_results(bench_results(store, cells), args.export_results, bench_command(args),
                           machine_description(), note)

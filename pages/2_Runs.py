@@ -5,7 +5,6 @@ import streamlit as st
 from metanlp.dashboard import state
 from metanlp.dashboard.access import write_access
 from metanlp.dashboard.charts import WALL_CLOCK, training_curves
-from metanlp.dashboard.leaderboard import method_caveat
 from metanlp.dashboard.run_view import (
     STATUS_ICONS,
     change_tags,
@@ -31,6 +30,7 @@ from metanlp.dashboard.store_fault import guard_store
 from metanlp.dashboard.text import plain_markdown
 from metanlp.dashboard.widgets import WRAP_TAGS, run_filter_form, runs_table_columns, text_row_height
 from metanlp.engine.config import NO_META_TRAINING
+from metanlp.methods import method_caveat
 from metanlp.runs.resume import RETRYABLE_STATUSES, retry_link, saved_step
 
 st.title("Runs")

@@ -8,6 +8,7 @@ first seed alone when the method turns out to have nothing to meta-train).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -198,8 +199,20 @@ def _key_data(config: RunConfig) -> dict:
     # Resolved, not as given: a changed default must change the key, or a stale cell is reused.
     data["method_options"] = resolved_method_options(config.method, config.method_options)
     if config.data_file:  # a user's file is known by its content: the same path with new rows is a new cell
-        data["data_file"] = hashlib.sha256(Path(config.data_file).read_bytes()).hexdigest()
+        data["data_file"] = file_digest(config.data_file)
     return data
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read once per version of the file (its size and modification time):
+    every cell of a user's file is keyed by it, and the Leaderboard keys every stored cell on each render."""
+    stat = Path(path).stat()
+    return _digest_of_version(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of_version(path: str, _size: int, _mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _digest(data: dict) -> str:

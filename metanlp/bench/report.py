@@ -11,7 +11,7 @@ import pandas as pd
 from metanlp.bench.machine import machine_description
 from metanlp.bench.results import REFERENCE_METHOD, bench_results
 from metanlp.engine.config import NO_META_TRAINING
-from metanlp.methods import get_method_class, method_names
+from metanlp.methods import get_method_class, method_caveat
 from metanlp.runs.store import RunStore
 
 READING = (
@@ -139,11 +139,8 @@ def bench_section(
 
 def caveat_notes(frame: pd.DataFrame) -> list[str]:
     """The method cards' measured shortcomings of their defaults, for the methods in the tables."""
-    notes = []
-    for method in sorted(frame["method"].unique()):
-        caveat = get_method_class(method).card.caveat if method in method_names() else ""
-        if caveat:
-            notes.append(f"- **{get_method_class(method).card.title}**: {caveat}")
+    notes = [f"- **{get_method_class(method).card.title}**: {method_caveat(method)}"
+             for method in sorted(frame["method"].unique()) if method_caveat(method)]
     return ["#### Notes on defaults", "", *notes, ""] if notes else []
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from metanlp.evaluation import PairedComparison
-from metanlp.methods import OptionError, get_method_class
+from metanlp.methods import method_caveat
 
 #: The project's own bench results (``bench --export-results``), shown until the user has their own.
 SHIPPED_RESULTS = Path(__file__).with_name("shipped_results.json")
@@ -53,14 +53,6 @@ def seed_range(row: pd.Series) -> str:
     if row["seeds"] < 2:
         return ""
     return f"{row['seed_min']:.1f}–{row['seed_max']:.1f}"
-
-
-def method_caveat(method: str) -> str:
-    """The method card's measured shortcoming of its defaults ('' for none, or a method no longer registered)."""
-    try:
-        return get_method_class(method).card.caveat
-    except OptionError:
-        return ""
 
 
 def leaderboard_table(frame: pd.DataFrame) -> pd.DataFrame:

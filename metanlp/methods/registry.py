@@ -54,6 +54,13 @@ def get_method_class(name: str) -> type[Method]:
     return _METHODS[name]
 
 
+def method_caveat(name: str) -> str:
+    """The card's measured shortcoming of the method's defaults: '' for none, or for a method not registered
+    (stored results may name one that has since gone)."""
+    _load_builtin_methods()
+    return _METHODS[name].card.caveat if name in _METHODS else ""
+
+
 def default_options(name: str) -> dict:
     """The method's options with their defaults, as a plain dictionary."""
     return dataclasses.asdict(get_method_class(name).Options())

@@ -11,7 +11,6 @@ from typing import TextIO
 import torch
 
 from metanlp.bench import report
-from metanlp.bench.machine import cpu_cores, cpu_model, load_average, machine_description  # noqa: F401 - the studies' import path
 from metanlp.bench.runner import write_test_episodes
 from metanlp.data.episodes import EpisodeSampler, load_episodes, save_episodes
 from metanlp.data.registry import examples_for_split, load_dataset

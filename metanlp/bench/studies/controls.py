@@ -29,13 +29,9 @@ from pathlib import Path
 
 import torch
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import (
-    machine_description,
-    preload_embeddings,
-    saved_test_episodes,
-    write_section,
-)
+from metanlp.bench.studies._common import preload_embeddings, saved_test_episodes, write_section
 from metanlp.engine import ConfigError, RunConfig
 from metanlp.engine.training import EncoderPool, run_training
 from metanlp.evaluation import EvaluationResult, compare_results

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import machine_description, saved_test_episodes, write_section
+from metanlp.bench.studies._common import saved_test_episodes, write_section
 from metanlp.data.episodes import load_episodes
 from metanlp.encoders import build_encoder
 from metanlp.encoders.cache import shared_cache

@@ -24,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from metanlp.bench.machine import load_average, machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import load_average, machine_description, write_section
+from metanlp.bench.studies._common import write_section
 from metanlp.dashboard.browser_probe import (
     CURVE_POINTS,
     HEATMAPS,

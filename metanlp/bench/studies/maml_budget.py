@@ -25,8 +25,9 @@ from types import SimpleNamespace
 
 import torch
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import command_line, machine_description, preload_embeddings, write_section
+from metanlp.bench.studies._common import command_line, preload_embeddings, write_section
 from metanlp.data.registry import dataset_split_ids
 from metanlp.device import resolve_device
 from metanlp.engine.config import RunConfig

@@ -31,14 +31,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import (
-    command_line,
-    machine_description,
-    split_episodes,
-    whole_number,
-    write_section,
-)
+from metanlp.bench.studies._common import command_line, split_episodes, whole_number, write_section
 from metanlp.encoders import build_encoder, mean_pool
 from metanlp.methods import create_method
 from metanlp.methods._functional import OUTPUT_NAMES, prototype_output_layer

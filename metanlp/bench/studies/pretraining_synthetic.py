@@ -19,8 +19,9 @@ import time
 
 import torch
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import machine_description, whole_number, write_section
+from metanlp.bench.studies._common import whole_number, write_section
 from metanlp.encoders import build_encoder
 from metanlp.engine.pretraining import pretrain
 from metanlp.evaluation import evaluate

@@ -24,10 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.plan import BenchSettings
 from metanlp.bench.runner import run_bench
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import command_line, machine_description, write_section
+from metanlp.bench.studies._common import command_line, write_section
 from metanlp.engine import RunConfig
 from metanlp.engine.config import ConfigError
 from metanlp.runs import RunStore

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import machine_description, split_episodes, write_section
+from metanlp.bench.studies._common import split_episodes, write_section
 from metanlp.data.registry import examples_for_split, load_dataset
 from metanlp.encoders import build_encoder
 from metanlp.encoders.cache import EmbeddingCache

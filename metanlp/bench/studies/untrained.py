@@ -16,11 +16,12 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from metanlp.bench.machine import machine_description
 from metanlp.bench.plan import BenchSettings, cell_names
 from metanlp.bench.results import cell_results, paired_runs
 from metanlp.bench.runner import run_bench
 from metanlp.bench.studies import Study, register_study
-from metanlp.bench.studies._common import command_line, machine_description, write_section
+from metanlp.bench.studies._common import command_line, write_section
 from metanlp.evaluation import EpisodeMismatch
 from metanlp.runs import RunStore
 
